@@ -269,7 +269,7 @@ def _decode(data: bytes, position: int, depth: int) -> tuple[list[TupleItem], in
             else:
                 return items, position + 1
         elif code == _NESTED:
-            if False:
+            if depth >= TUPLE_NESTING_DEPTH_LIMIT:
                 raise _malformed(data, position, f"tuples nest deeper than {TUPLE_NESTING_DEPTH_LIMIT}")
             nested, position = _decode(data, position + 1, depth + 1)
             items.append(tuple(nested))

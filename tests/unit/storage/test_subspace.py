@@ -92,6 +92,7 @@ def test_nesting_equals_flat_construction(
     nested = Subspace(first, b"r").subspace(second)
     flat = Subspace(first + second, b"r")
     assert nested == flat
+    assert (nested.prefix_items, nested.raw_prefix) == (first + second, b"r")
     assert hash(nested) == hash(flat)
     assert nested.key == flat.key
     assert nested.pack(items) == Subspace(first, b"r").pack(second + items)

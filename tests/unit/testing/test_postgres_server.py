@@ -18,16 +18,7 @@ from kelpie.testing.postgres_server import (
 )
 
 
-def _postgres_installed() -> bool:
-    try:
-        find_postgres_bin_dir()
-    except StorageUnavailable:
-        return False
-    return True
-
-
 @pytest.mark.postgres
-@pytest.mark.skipif(not _postgres_installed(), reason="PostgreSQL is not installed")
 def test_server_serves_queries_and_stop_removes_it() -> None:
     server = start_postgres_server()
     try:
@@ -55,7 +46,6 @@ def test_server_serves_queries_and_stop_removes_it() -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not _postgres_installed(), reason="PostgreSQL is not installed")
 def test_running_server_context_stops_on_exit() -> None:
     base_dir = Path("/tmp")  # under root the server user must reach it; pytest's tmp_path is 0700
     with running_postgres_server(base_dir=base_dir) as server:
@@ -94,7 +84,6 @@ def test_kelpie_pg_bin_pointing_at_a_complete_dir_is_used(
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not _postgres_installed(), reason="PostgreSQL is not installed")
 def test_a_taken_port_is_retried_with_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
@@ -112,7 +101,6 @@ def test_a_taken_port_is_retried_with_a_new_one(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not _postgres_installed(), reason="PostgreSQL is not installed")
 def test_a_port_that_stays_taken_fails_with_the_server_log_and_cleans_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
