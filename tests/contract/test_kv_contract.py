@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests.conftest import ManualClock
 
 from kelpie import limits
 from kelpie.errors import (
@@ -20,7 +21,6 @@ from kelpie.errors import (
     ValueTooLarge,
 )
 from kelpie.storage import CommitRequest, Database, MemoryBackend, Transaction, open_database, transactional
-from tests.conftest import ManualClock
 
 
 async def second_handle(db: Database) -> Database:
@@ -330,7 +330,7 @@ async def test_transaction_time_limit(db: Database, manual_clock: ManualClock) -
     tr = db.transaction()
     await tr.get(b"a")
     manual_clock.advance(limits.TRANSACTION_DURATION_S_LIMIT + 0.5)
-    with pytest.raises(TransactionTimedOut, match="limit of 5.0 s"):
+    with pytest.raises(TransactionTimedOut, match=r"limit of 5\.0 s"):
         tr.set(b"a", b"late")
     with pytest.raises(TransactionClosed):
         await tr.commit()

@@ -44,9 +44,7 @@ class Snapshot(Protocol):
 
     async def get(self, key: bytes) -> bytes | None: ...
 
-    async def get_range(
-        self, begin: bytes, end: bytes, *, limit: int, reverse: bool
-    ) -> list[KeyValue]:
+    async def get_range(self, begin: bytes, end: bytes, *, limit: int, reverse: bool) -> list[KeyValue]:
         """Up to ``limit`` (> 0) pairs with ``begin <= key < end``, ascending or descending."""
         ...
 

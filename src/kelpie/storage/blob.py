@@ -110,7 +110,9 @@ class BlobStore:
             piece = data[offset : offset + step_bytes]
             first_index = offset // limits.BLOB_CHUNK_BYTES
 
-            async def write_piece(tr: Transaction, piece: bytes = piece, first_index: int = first_index) -> None:
+            async def write_piece(
+                tr: Transaction, piece: bytes = piece, first_index: int = first_index
+            ) -> None:
                 self._write_chunks(tr, name, generation, piece, first_index=first_index)
 
             await transactional(db, write_piece)

@@ -80,9 +80,7 @@ class MemoryStore:
         index = bisect.bisect_right(entries, version, key=lambda entry: entry[0]) - 1
         return entries[index][1] if index >= 0 else None
 
-    def read_range(
-        self, begin: bytes, end: bytes, version: int, limit: int, reverse: bool
-    ) -> list[KeyValue]:
+    def read_range(self, begin: bytes, end: bytes, version: int, limit: int, reverse: bool) -> list[KeyValue]:
         low = bisect.bisect_left(self._keys, begin)
         high = bisect.bisect_left(self._keys, end)
         indexes = range(high - 1, low - 1, -1) if reverse else range(low, high)

@@ -69,7 +69,9 @@ class _PostgresSnapshot:
 
     async def get(self, key: bytes) -> bytes | None:
         try:
-            cursor = await self._live().execute("SELECT value FROM kelpie_kv WHERE key = %b", (key,), binary=True)
+            cursor = await self._live().execute(
+                "SELECT value FROM kelpie_kv WHERE key = %b", (key,), binary=True
+            )
             row = await cursor.fetchone()
         except psycopg.Error as error:
             raise StorageUnavailable(f"PostgreSQL read failed: {error}") from error
@@ -79,7 +81,8 @@ class _PostgresSnapshot:
         order = "DESC" if reverse else "ASC"
         try:
             cursor = await self._live().execute(
-                f"SELECT key, value FROM kelpie_kv WHERE key >= %b AND key < %b ORDER BY key {order} LIMIT %s",
+                f"SELECT key, value FROM kelpie_kv WHERE key >= %b AND key < %b "
+                f"ORDER BY key {order} LIMIT %s",
                 (begin, end, limit),
                 binary=True,
             )
@@ -224,7 +227,9 @@ class PostgresBackend:
             try:
                 connection = await self._writer()
             except psycopg.Error as error:
-                failure = CommitFailed(f"cannot reach PostgreSQL at {self._display_url}, nothing written: {error}")
+                failure = CommitFailed(
+                    f"cannot reach PostgreSQL at {self._display_url}, nothing written: {error}"
+                )
                 return [failure] * len(batch)
             outcomes: list[int | KelpieError] = []
             try:
@@ -245,7 +250,9 @@ class PostgresBackend:
                 return [unknown if isinstance(outcome, int) else outcome for outcome in wrapped.outcomes]
             except psycopg.Error as error:
                 await self._drop_writer()
-                failure = CommitFailed(f"PostgreSQL commit on {self._display_url} failed, nothing written: {error}")
+                failure = CommitFailed(
+                    f"PostgreSQL commit on {self._display_url} failed, nothing written: {error}"
+                )
                 return [failure] * len(batch)
             return outcomes
         failure = CommitFailed(
@@ -266,13 +273,13 @@ class PostgresBackend:
     ) -> list[int | KelpieError]:
         now_s = self._env.clock.wall_s()
         await connection.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-        cursor = await connection.execute(
-            "SELECT value FROM kelpie_meta WHERE name = 'version' FOR UPDATE"
-        )
+        cursor = await connection.execute("SELECT value FROM kelpie_meta WHERE name = 'version' FOR UPDATE")
         row = await cursor.fetchone()
         assert row is not None
         version = int(row[0])
-        cursor = await connection.execute("SELECT value FROM kelpie_meta WHERE name = 'pruned_through_version'")
+        cursor = await connection.execute(
+            "SELECT value FROM kelpie_meta WHERE name = 'pruned_through_version'"
+        )
         row = await cursor.fetchone()
         assert row is not None
         pruned_through = int(row[0])
@@ -312,7 +319,8 @@ class PostgresBackend:
         begins = [begin for begin, _ in request.read_conflict_ranges]
         ends = [end for _, end in request.read_conflict_ranges]
         cursor = await connection.execute(
-            "SELECT c.version, r.b, r.e FROM kelpie_conflict_log c, unnest(%s::bytea[], %s::bytea[]) AS r(b, e) "
+            "SELECT c.version, r.b, r.e FROM kelpie_conflict_log c, "
+            "unnest(%s::bytea[], %s::bytea[]) AS r(b, e) "
             "WHERE c.version > %s AND c.begin_key < r.e AND c.end_key > r.b LIMIT 1",
             (begins, ends, read_version),
         )

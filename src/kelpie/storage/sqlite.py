@@ -348,7 +348,8 @@ class SqliteBackend:
             )
         for begin, end in request.read_conflict_ranges:
             row = connection.execute(
-                "SELECT version FROM conflict_log WHERE version > ? AND begin_key < ? AND end_key > ? LIMIT 1",
+                "SELECT version FROM conflict_log "
+                "WHERE version > ? AND begin_key < ? AND end_key > ? LIMIT 1",
                 (read_version, end, begin),
             ).fetchone()
             if row is not None:

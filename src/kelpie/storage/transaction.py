@@ -203,9 +203,7 @@ class Transaction:
         self, begin: bytes, end: bytes, row_limit: int | None, reverse: bool
     ) -> list[KeyValue]:
         """The snapshot's rows in ``[begin, end)`` overlaid with this transaction's writes."""
-        buffered = sorted(
-            (key, value) for key, value in self._writes.items() if begin <= key < end
-        )
+        buffered = sorted((key, value) for key, value in self._writes.items() if begin <= key < end)
         if reverse:
             buffered.reverse()
         store = await self._snapshot_or_open()
@@ -367,4 +365,3 @@ class Transaction:
 
     def __repr__(self) -> str:
         return f"<Transaction {self._state.value} writes={len(self._writes)}>"
-

@@ -68,7 +68,9 @@ async def open_database(url: str, *, env: Env | None = None) -> Database:
         query = urllib.parse.parse_qs(parts.query)
         unknown = set(query) - {"synchronous"}
         if unknown:
-            raise UnsupportedStorageURL(url, f"unknown SQLite option(s) {sorted(unknown)}; known: ['synchronous']")
+            raise UnsupportedStorageURL(
+                url, f"unknown SQLite option(s) {sorted(unknown)}; known: ['synchronous']"
+            )
         synchronous = query.get("synchronous", ["FULL"])[-1].upper()
         if synchronous not in _SQLITE_SYNCHRONOUS_MODES:
             raise UnsupportedStorageURL(
