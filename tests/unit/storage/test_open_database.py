@@ -129,3 +129,17 @@ async def test_memory_fault_hooks(manual_env: Env, manual_clock: ManualClock) ->
     assert db.backend.store.items() == [(b"b", b"kept"), (b"c", b"slow")]
     assert faults.injected_count == 2
     await db.close()
+
+
+async def test_sqlite_is_wal_and_fsyncs_every_commit_by_default(tmp_path: Path, manual_env: Env) -> None:
+    from kelpie.storage.sqlite import _connect
+
+    path = tmp_path / "durable.db"
+    db = await open_database(f"sqlite:///{path.as_posix()}", env=manual_env)
+    await db.close()
+    connection = _connect(path, "FULL")
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # 2 = FULL
+    finally:
+        connection.close()
