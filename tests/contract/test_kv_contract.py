@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.conftest import ManualClock
 
 from kelpie import limits
 from kelpie.errors import (
@@ -21,6 +20,7 @@ from kelpie.errors import (
     ValueTooLarge,
 )
 from kelpie.storage import CommitRequest, Database, MemoryBackend, Transaction, open_database, transactional
+from tests.conftest import ManualClock
 
 
 async def second_handle(db: Database) -> Database:

@@ -24,11 +24,11 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from tests.conftest import ManualClock, make_store_url
 
 from kelpie.env import Env
 from kelpie.errors import Conflict
 from kelpie.storage import Database, Transaction, open_database
+from tests.conftest import ManualClock, make_store_url
 
 KEYS = st.sampled_from([b"", b"\x00", b"a", b"a\x00", b"ab", b"b", b"\xff"])
 HOT_KEYS = st.sampled_from([b"a", b"b"])  # contended by read-modify-writes: conflicts are common

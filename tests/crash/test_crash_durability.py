@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import fresh_postgres_url
-from tests.crash.crash_writer import item_key, last_key, twin_key
 
 from kelpie.storage import Database, open_database
+from tests.conftest import fresh_postgres_url
+from tests.crash.crash_writer import item_key, last_key, twin_key
 
 WRITERS = 4
 ROUNDS = 3

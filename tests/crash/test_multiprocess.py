@@ -17,7 +17,7 @@ INCREMENTS_PER_PROCESS = 150
 WORKER = Path(__file__).with_name("increment_worker.py")
 
 
-async def hammer(url: str) -> None:
+def run_workers(url: str) -> None:
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     children = [
         subprocess.Popen(
@@ -31,6 +31,10 @@ async def hammer(url: str) -> None:
     for child in children:
         _, stderr = child.communicate(timeout=240)
         assert child.returncode == 0, stderr
+
+
+async def hammer(url: str) -> None:
+    run_workers(url)
     db = await open_database(url)
     try:
         async with db.transaction() as tr:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from tests.conftest import ManualClock, fresh_postgres_url
 
 from kelpie.env import Env
 from kelpie.errors import (
@@ -21,6 +20,7 @@ from kelpie.errors import (
 )
 from kelpie.storage import CommitFault, MemoryBackend, open_database, redact_url
 from kelpie.testing.postgres_server import PostgresServer
+from tests.conftest import ManualClock, fresh_postgres_url
 
 
 @pytest.mark.parametrize(
