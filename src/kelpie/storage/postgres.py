@@ -26,14 +26,13 @@ from kelpie.env import Env
 from kelpie.errors import (
     CommitFailed,
     CommitUnknownResult,
-    Conflict,
     DatabaseClosed,
     IncompatibleFormat,
     KelpieError,
     StorageUnavailable,
-    TransactionTooOld,
 )
 from kelpie.storage.backend import CommitRequest, KeyValue
+from kelpie.storage.batch import plan_batch
 
 __all__ = ["FORMAT_VERSION", "PostgresBackend", "open_postgres"]
 
@@ -149,8 +148,11 @@ class PostgresBackend:
         except Exception as error:  # psycopg_pool raises PoolTimeout and connection errors
             raise StorageUnavailable(f"no PostgreSQL connection for {self._display_url}: {error}") from error
         try:
-            await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cursor = await connection.execute("SELECT value FROM kelpie_meta WHERE name = 'version'")
+            cursor = await connection.execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                "SELECT value FROM kelpie_meta WHERE name = 'version'"
+            )
+            cursor.nextset()
             row = await cursor.fetchone()
             assert row is not None, "kelpie_meta has no version row"
         except psycopg.Error as error:
@@ -272,27 +274,49 @@ class PostgresBackend:
         self, connection: psycopg.AsyncConnection[Any], requests: list[CommitRequest]
     ) -> list[int | KelpieError]:
         now_s = self._env.clock.wall_s()
-        await connection.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-        cursor = await connection.execute("SELECT value FROM kelpie_meta WHERE name = 'version' FOR UPDATE")
-        row = await cursor.fetchone()
-        assert row is not None
-        version = int(row[0])
+        # One round trip to start and take the version row: committers on every node queue here.
         cursor = await connection.execute(
-            "SELECT value FROM kelpie_meta WHERE name = 'pruned_through_version'"
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; "
+            "SELECT name, value FROM kelpie_meta WHERE name IN ('version', 'pruned_through_version') "
+            "ORDER BY name FOR UPDATE"
         )
-        row = await cursor.fetchone()
-        assert row is not None
-        pruned_through = int(row[0])
-        outcomes: list[int | KelpieError] = []
-        for request in requests:
-            refusal = await self._refusal(connection, request, pruned_through)
-            if refusal is not None:
-                outcomes.append(refusal)
-                continue
-            version += 1
-            await self._apply(connection, request, version, now_s)
-            outcomes.append(version)
-        await connection.execute("UPDATE kelpie_meta SET value = %s WHERE name = 'version'", (version,))
+        cursor.nextset()
+        meta = {str(name): int(value) for name, value in await cursor.fetchall()}
+        plan = plan_batch(
+            requests,
+            version=meta["version"],
+            pruned_through_version=meta["pruned_through_version"],
+            stored_conflicts=await self._stored_conflicts(connection, requests),
+        )
+        async with connection.cursor() as writer:
+            if plan.cleared_ranges:
+                await writer.execute(
+                    "DELETE FROM kelpie_kv k USING unnest(%s::bytea[], %s::bytea[]) AS r(b, e) "
+                    "WHERE k.key >= r.b AND k.key < r.e",
+                    ([begin for begin, _ in plan.cleared_ranges], [end for _, end in plan.cleared_ranges]),
+                )
+            upserts = plan.upserts
+            if upserts:
+                await writer.execute(
+                    "INSERT INTO kelpie_kv (key, value) SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    ([key for key, _ in upserts], [value for _, value in upserts]),
+                )
+            deletions = plan.deletions
+            if deletions:
+                await writer.execute("DELETE FROM kelpie_kv WHERE key = ANY(%s::bytea[])", (deletions,))
+            if plan.conflict_log:
+                await writer.execute(
+                    "INSERT INTO kelpie_conflict_log (version, begin_key, end_key, committed_at_s) "
+                    "SELECT v, b, e, %s FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]) AS r(v, b, e)",
+                    (
+                        now_s,
+                        [version for version, _, _ in plan.conflict_log],
+                        [begin for _, begin, _ in plan.conflict_log],
+                        [end for _, _, end in plan.conflict_log],
+                    ),
+                )
+            await writer.execute("UPDATE kelpie_meta SET value = %s WHERE name = 'version'", (plan.version,))
         if now_s - self._last_prune_s >= _PRUNE_INTERVAL_S:
             await self._prune(connection, now_s)
             self._last_prune_s = now_s
@@ -301,60 +325,35 @@ class PostgresBackend:
         except psycopg.errors.SerializationFailure:
             raise
         except psycopg.Error as error:
-            raise _CommitStatementFailed(error, outcomes) from error
-        return outcomes
+            raise _CommitStatementFailed(error, plan.outcomes) from error
+        return plan.outcomes
 
     @staticmethod
-    async def _refusal(
-        connection: psycopg.AsyncConnection[Any], request: CommitRequest, pruned_through: int
-    ) -> KelpieError | None:
-        read_version = request.read_version
-        if read_version is None:
-            return None
-        if read_version < pruned_through:
-            return TransactionTooOld(
-                f"read version {read_version} is older than the conflict history "
-                f"(kept from version {pruned_through})"
-            )
-        begins = [begin for begin, _ in request.read_conflict_ranges]
-        ends = [end for _, end in request.read_conflict_ranges]
+    async def _stored_conflicts(
+        connection: psycopg.AsyncConnection[Any], requests: list[CommitRequest]
+    ) -> dict[int, int]:
+        """For each request, one commit in the history that wrote into its reads: one query."""
+        indexes: list[int] = []
+        read_versions: list[int] = []
+        begins: list[bytes] = []
+        ends: list[bytes] = []
+        for index, request in enumerate(requests):
+            if request.read_version is None:
+                continue
+            for begin, end in request.read_conflict_ranges:
+                indexes.append(index)
+                read_versions.append(request.read_version)
+                begins.append(begin)
+                ends.append(end)
+        if not indexes:
+            return {}
         cursor = await connection.execute(
-            "SELECT c.version, r.b, r.e FROM kelpie_conflict_log c, "
-            "unnest(%s::bytea[], %s::bytea[]) AS r(b, e) "
-            "WHERE c.version > %s AND c.begin_key < r.e AND c.end_key > r.b LIMIT 1",
-            (begins, ends, read_version),
+            "SELECT r.i, max(c.version) FROM unnest(%s::int[], %s::bigint[], %s::bytea[], %s::bytea[]) "
+            "AS r(i, rv, b, e) JOIN kelpie_conflict_log c "
+            "ON c.version > r.rv AND c.begin_key < r.e AND c.end_key > r.b GROUP BY r.i",
+            (indexes, read_versions, begins, ends),
         )
-        row = await cursor.fetchone()
-        if row is None:
-            return None
-        return Conflict(
-            f"read range [{bytes(row[1])!r}, {bytes(row[2])!r}) at version {read_version} was written "
-            f"by the commit at version {row[0]}"
-        )
-
-    @staticmethod
-    async def _apply(
-        connection: psycopg.AsyncConnection[Any], request: CommitRequest, version: int, now_s: float
-    ) -> None:
-        async with connection.cursor() as cursor:
-            for begin, end in request.cleared_ranges:
-                await cursor.execute("DELETE FROM kelpie_kv WHERE key >= %s AND key < %s", (begin, end))
-            upserts = [(key, value) for key, value in request.writes if value is not None]
-            deletions = [key for key, value in request.writes if value is None]
-            if upserts:
-                await cursor.execute(
-                    "INSERT INTO kelpie_kv (key, value) SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
-                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    ([key for key, _ in upserts], [value for _, value in upserts]),
-                )
-            if deletions:
-                await cursor.execute("DELETE FROM kelpie_kv WHERE key = ANY(%s::bytea[])", (deletions,))
-            ranges = request.write_conflict_ranges
-            await cursor.execute(
-                "INSERT INTO kelpie_conflict_log (version, begin_key, end_key, committed_at_s) "
-                "SELECT %s, b, e, %s FROM unnest(%s::bytea[], %s::bytea[]) AS r(b, e)",
-                (version, now_s, [begin for begin, _ in ranges], [end for _, end in ranges]),
-            )
+        return {int(index): int(version) for index, version in await cursor.fetchall()}
 
     @staticmethod
     async def _prune(connection: psycopg.AsyncConnection[Any], now_s: float) -> None:

@@ -24,14 +24,13 @@ from kelpie.env import Env
 from kelpie.errors import (
     CommitFailed,
     CommitUnknownResult,
-    Conflict,
     DatabaseClosed,
     IncompatibleFormat,
     KelpieError,
     StorageUnavailable,
-    TransactionTooOld,
 )
 from kelpie.storage.backend import CommitRequest, KeyValue
+from kelpie.storage.batch import plan_batch
 
 __all__ = ["FORMAT_VERSION", "SqliteBackend", "open_sqlite"]
 
@@ -302,22 +301,24 @@ class SqliteBackend:
     def _commit_batch(
         self, connection: sqlite3.Connection, batch: list[_PendingCommit], now_s: float, prune: bool
     ) -> list[int | KelpieError]:
-        outcomes: list[int | KelpieError] = []
+        requests = [pending.request for pending in batch]
         try:
             connection.execute("BEGIN IMMEDIATE")
-            version = connection.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()[0]
-            pruned_through = connection.execute(
-                "SELECT value FROM meta WHERE name = 'pruned_through_version'"
-            ).fetchone()[0]
-            for pending in batch:
-                refusal = self._refusal(connection, pending.request, pruned_through)
-                if refusal is not None:
-                    outcomes.append(refusal)
-                    continue
-                version += 1
-                self._apply(connection, pending.request, version, now_s)
-                outcomes.append(version)
-            connection.execute("UPDATE meta SET value = ? WHERE name = 'version'", (version,))
+            meta = dict(connection.execute("SELECT name, value FROM meta").fetchall())
+            plan = plan_batch(
+                requests,
+                version=meta["version"],
+                pruned_through_version=meta["pruned_through_version"],
+                stored_conflicts=self._stored_conflicts(connection, requests),
+            )
+            connection.executemany("DELETE FROM kv WHERE key >= ? AND key < ?", plan.cleared_ranges)
+            connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", plan.upserts)
+            connection.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in plan.deletions])
+            connection.executemany(
+                "INSERT INTO conflict_log (version, begin_key, end_key, committed_at_s) VALUES (?, ?, ?, ?)",
+                [(version, begin, end, now_s) for version, begin, end in plan.conflict_log],
+            )
+            connection.execute("UPDATE meta SET value = ? WHERE name = 'version'", (plan.version,))
             if prune:
                 self._prune(connection, now_s)
         except sqlite3.Error as error:
@@ -331,48 +332,26 @@ class SqliteBackend:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             unknown = CommitUnknownResult(f"SQLite COMMIT on {self._path} failed: {error}")
-            return [unknown if isinstance(outcome, int) else outcome for outcome in outcomes]
-        return outcomes
+            return [unknown if isinstance(outcome, int) else outcome for outcome in plan.outcomes]
+        return plan.outcomes
 
     @staticmethod
-    def _refusal(
-        connection: sqlite3.Connection, request: CommitRequest, pruned_through: int
-    ) -> KelpieError | None:
-        read_version = request.read_version
-        if read_version is None:
-            return None
-        if read_version < pruned_through:
-            return TransactionTooOld(
-                f"read version {read_version} is older than the conflict history "
-                f"(kept from version {pruned_through})"
-            )
-        for begin, end in request.read_conflict_ranges:
-            row = connection.execute(
-                "SELECT version FROM conflict_log "
-                "WHERE version > ? AND begin_key < ? AND end_key > ? LIMIT 1",
-                (read_version, end, begin),
-            ).fetchone()
-            if row is not None:
-                return Conflict(
-                    f"read range [{begin!r}, {end!r}) at version {read_version} was written by the "
-                    f"commit at version {row[0]}"
-                )
-        return None
-
-    @staticmethod
-    def _apply(connection: sqlite3.Connection, request: CommitRequest, version: int, now_s: float) -> None:
-        for begin, end in request.cleared_ranges:
-            connection.execute("DELETE FROM kv WHERE key >= ? AND key < ?", (begin, end))
-        upserts = [(key, value) for key, value in request.writes if value is not None]
-        deletions = [(key,) for key, value in request.writes if value is None]
-        if upserts:
-            connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", upserts)
-        if deletions:
-            connection.executemany("DELETE FROM kv WHERE key = ?", deletions)
-        connection.executemany(
-            "INSERT INTO conflict_log (version, begin_key, end_key, committed_at_s) VALUES (?, ?, ?, ?)",
-            [(version, begin, end, now_s) for begin, end in request.write_conflict_ranges],
-        )
+    def _stored_conflicts(connection: sqlite3.Connection, requests: list[CommitRequest]) -> dict[int, int]:
+        """For each request, one commit in the history that wrote into its reads, if any."""
+        found: dict[int, int] = {}
+        for index, request in enumerate(requests):
+            if request.read_version is None:
+                continue
+            for begin, end in request.read_conflict_ranges:
+                row = connection.execute(
+                    "SELECT version FROM conflict_log "
+                    "WHERE version > ? AND begin_key < ? AND end_key > ? LIMIT 1",
+                    (request.read_version, end, begin),
+                ).fetchone()
+                if row is not None:
+                    found[index] = int(row[0])
+                    break
+        return found
 
     @staticmethod
     def _prune(connection: sqlite3.Connection, now_s: float) -> None:
