@@ -14,6 +14,8 @@ Cases, each run on a fresh store preloaded with :data:`PRELOAD_KEYS` keys:
 
 SQLite runs with its default ``synchronous=FULL``; PostgreSQL runs on a throwaway server started for
 the run (``fsync`` and ``synchronous_commit`` on) unless ``$KELPIE_BENCH_POSTGRES_URL`` names one.
+The benchmark writes only keys under :data:`KEY_PREFIX` and removes them before and after each run,
+so a shared server is left as it was found.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ _SCHEMA: Final = (
         committed_at_s double precision NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS kelpie_conflict_log_by_version ON kelpie_conflict_log (version)",
+    "CREATE INDEX IF NOT EXISTS kelpie_conflict_log_by_time ON kelpie_conflict_log (committed_at_s)",
 )
 
 

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS conflict_log (
     committed_at_s REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conflict_log_by_version ON conflict_log (version);
+CREATE INDEX IF NOT EXISTS conflict_log_by_time ON conflict_log (committed_at_s);
 """
 
 
@@ -152,6 +153,7 @@ class SqliteBackend:
         self._writer_stop = False
         self._writer_ready = threading.Event()
         self._writer_error: BaseException | None = None
+        self._broken: BaseException | None = None
         self._writer = threading.Thread(target=self._write_loop, name=f"kelpie-sqlite-writer:{path.name}")
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -252,6 +254,8 @@ class SqliteBackend:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         with self._wake:
+            if self._broken is not None:
+                raise CommitFailed(f"SQLite writer for {self._path} has failed ({self._broken!r}); reopen")
             if len(self._pending) >= limits.COMMIT_QUEUE_TRANSACTIONS_LIMIT:
                 raise CommitFailed(
                     f"SQLite commit queue is full ({limits.COMMIT_QUEUE_TRANSACTIONS_LIMIT} waiting); "
@@ -280,11 +284,25 @@ class SqliteBackend:
                     batch = self._take_batch()
                 now_s = self._env.clock.wall_s()
                 prune = now_s - last_prune_s >= _PRUNE_INTERVAL_S
-                outcomes = self._commit_batch(connection, batch, now_s, prune)
+                try:
+                    outcomes = self._commit_batch(connection, batch, now_s, prune)
+                except BaseException as error:
+                    # A bug below: never leave a committer waiting forever. The batch's fate is
+                    # unknown; the writer stops and every later commit fails at once.
+                    self._broken = error
+                    unknown = CommitUnknownResult(f"SQLite writer for {self._path} failed: {error!r}")
+                    self._deliver(batch, [unknown] * len(batch))
+                    return  # surfaced to every committer, now and later; nothing is swallowed
                 if prune:
                     last_prune_s = now_s
                 self._deliver(batch, outcomes)
         finally:
+            with self._wake:
+                abandoned = list(self._pending)
+                self._pending.clear()
+            if abandoned:
+                failure = CommitFailed(f"SQLite writer for {self._path} stopped; nothing written")
+                self._deliver(abandoned, [failure] * len(abandoned))
             connection.close()
 
     def _take_batch(self) -> list[_PendingCommit]:

@@ -143,3 +143,23 @@ async def test_sqlite_is_wal_and_fsyncs_every_commit_by_default(tmp_path: Path, 
         assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # 2 = FULL
     finally:
         connection.close()
+
+
+async def test_a_failing_sqlite_writer_fails_commits_instead_of_hanging(
+    tmp_path: Path, manual_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kelpie.storage.sqlite import SqliteBackend
+
+    db = await open_database(f"sqlite:///{(tmp_path / 'broken.db').as_posix()}", env=manual_env)
+
+    def explode(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("bug in the writer")
+
+    monkeypatch.setattr(SqliteBackend, "_commit_batch", explode)
+    with pytest.raises(CommitUnknownResult, match="bug in the writer"):
+        async with db.transaction() as tr:
+            tr.set(b"a", b"1")
+    with pytest.raises(CommitFailed, match="has failed"):
+        async with db.transaction() as tr:
+            tr.set(b"b", b"2")
+    await db.close()
