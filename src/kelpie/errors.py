@@ -12,7 +12,11 @@ Errors a caller may retry carry ``retryable = True``.
     │   ├── KeyTooLarge                 key longer than the key limit
     │   ├── ValueTooLarge               value longer than the value limit
     │   ├── InvalidTuple                a value the tuple encoding cannot pack, or bytes it cannot unpack
-    │   └── UnsupportedStorageURL       a storage URL with an unknown scheme or shape
+    │   ├── UnsupportedStorageURL       a storage URL with an unknown scheme or shape
+    │   ├── InvalidActorId              an actor id that is not namespace/type/key
+    │   ├── UnknownActorType            no actor class registered under that type name
+    │   ├── NoHandler                   the actor has no handler for that message's type
+    │   └── NotEncodable                state or a reply the actor codec cannot encode
     ├── StorageError                    the storage layer could not do what was asked
     │   ├── TransactionError            a problem with one transaction
     │   │   ├── Conflict                (retryable) a read was overwritten by a concurrent commit
@@ -26,6 +30,15 @@ Errors a caller may retry carry ``retryable = True``.
     │   ├── IncompatibleFormat          the store was written by a newer (or unknown) format version
     │   ├── DatabaseClosed              an operation on a closed database
     │   └── CorruptData                 data read back fails its own integrity check
+    ├── ActorError                      the actor runtime could not complete a request
+    │   ├── Overloaded                  (retryable) the actor's mailbox is full
+    │   ├── ActivationFailed            on_activate raised; nothing stays activated
+    │   ├── HandlerFailed               the handler raised; the turn was rolled back
+    │   ├── TurnTimedOut                the turn ran past its limit; rolled back
+    │   ├── RequestTimedOut             no reply within the caller's timeout (the turn may still run)
+    │   ├── ActorActiveElsewhere        (retryable) another live node holds the activation
+    │   ├── Fenced                      a newer activation exists; this one may not commit
+    │   └── RuntimeStopped              the runtime is shutting down or stopped
     └── RetryLimitExceeded              a retried operation kept failing; wraps the last error
 
 A body passed to :func:`kelpie.storage.transactional` may run more than once, so it must have no
@@ -37,18 +50,29 @@ idempotently (they read before they write).
 from __future__ import annotations
 
 __all__ = [
+    "ActivationFailed",
+    "ActorActiveElsewhere",
+    "ActorError",
     "CommitFailed",
     "CommitUnknownResult",
     "Conflict",
     "CorruptData",
     "DatabaseClosed",
+    "Fenced",
+    "HandlerFailed",
     "IncompatibleFormat",
+    "InvalidActorId",
     "InvalidArgument",
     "InvalidKey",
     "InvalidTuple",
     "KelpieError",
     "KeyTooLarge",
+    "NoHandler",
+    "NotEncodable",
+    "Overloaded",
+    "RequestTimedOut",
     "RetryLimitExceeded",
+    "RuntimeStopped",
     "StorageError",
     "StorageUnavailable",
     "TransactionClosed",
@@ -56,6 +80,8 @@ __all__ = [
     "TransactionTimedOut",
     "TransactionTooLarge",
     "TransactionTooOld",
+    "TurnTimedOut",
+    "UnknownActorType",
     "UnsupportedStorageURL",
     "ValueTooLarge",
 ]
@@ -125,6 +151,22 @@ class UnsupportedStorageURL(InvalidArgument):
         self.url = url
 
 
+class InvalidActorId(InvalidArgument):
+    """An actor id that is not ``namespace/type/key`` with non-empty parts within limits."""
+
+
+class UnknownActorType(InvalidArgument):
+    """No actor class is registered under the type name."""
+
+
+class NoHandler(InvalidArgument):
+    """The actor has no handler for the message's type."""
+
+
+class NotEncodable(InvalidArgument):
+    """State or a reply that the actor codec cannot encode; nothing was committed."""
+
+
 class StorageError(KelpieError):
     """The storage layer could not do what was asked."""
 
@@ -185,6 +227,50 @@ class DatabaseClosed(StorageError):
 
 class CorruptData(StorageError):
     """Data read back fails its own integrity check."""
+
+
+class ActorError(KelpieError):
+    """The actor runtime could not complete a request."""
+
+
+class Overloaded(ActorError):
+    """The actor's mailbox is full; retry later."""
+
+    retryable = True
+
+
+class ActivationFailed(ActorError):
+    """``on_activate`` raised (or state could not be loaded); the actor is not activated."""
+
+
+class HandlerFailed(ActorError):
+    """The message handler raised; the turn's writes were rolled back. ``__cause__`` is the error."""
+
+
+class TurnTimedOut(ActorError):
+    """The turn ran longer than its limit and was aborted; its writes were rolled back."""
+
+
+class RequestTimedOut(ActorError):
+    """No reply within the caller's timeout. The message may still be processed."""
+
+
+class ActorActiveElsewhere(ActorError):
+    """Another live node holds this actor's activation."""
+
+    retryable = True
+
+    def __init__(self, actor_id: object, node_id: str) -> None:
+        super().__init__(f"actor {actor_id} is active on live node {node_id}")
+        self.node_id = node_id
+
+
+class Fenced(ActorError):
+    """A newer activation of the actor exists elsewhere; this activation may not commit."""
+
+
+class RuntimeStopped(ActorError):
+    """The actor runtime is shutting down or has stopped."""
 
 
 class RetryLimitExceeded(KelpieError):
