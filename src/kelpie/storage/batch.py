@@ -9,11 +9,12 @@ applies the whole batch with a handful of statements whatever its size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kelpie.errors import Conflict, KelpieError, TransactionTooOld
 from kelpie.storage.backend import CommitRequest, KeyRange
+from kelpie.storage.conflicts import ConflictIndex
 
 __all__ = ["BatchPlan", "plan_batch"]
 
@@ -37,30 +38,22 @@ class BatchPlan:
         return [key for key, value in self.writes.items() if value is None]
 
 
-def _overlaps(read_ranges: Sequence[KeyRange], write_ranges: Sequence[KeyRange]) -> bool:
-    return any(
-        read_begin < write_end and write_begin < read_end
-        for read_begin, read_end in read_ranges
-        for write_begin, write_end in write_ranges
-    )
-
-
 def plan_batch(
     requests: Sequence[CommitRequest],
     *,
     version: int,
     pruned_through_version: int,
-    stored_conflicts: Mapping[int, int],
+    history: ConflictIndex,
 ) -> BatchPlan:
     """Decide each request's fate and fold the accepted ones' effects together.
 
-    ``version`` is the store's newest version before the batch; ``stored_conflicts`` maps the index
-    of each request whose reads overlap the store's conflict history after its read version to the
-    version of one such commit.
+    ``version`` is the store's newest version before the batch; ``history`` holds the write ranges
+    of the store's commits after ``pruned_through_version`` (it is not changed here: the backend
+    adds the batch's entries once the batch is durable).
     """
     plan = BatchPlan(version=version)
-    accepted_write_ranges: list[KeyRange] = []
-    for index, request in enumerate(requests):
+    in_batch = ConflictIndex()
+    for request in requests:
         read_version = request.read_version
         if read_version is not None:
             assert read_version <= version, (read_version, version)
@@ -72,19 +65,14 @@ def plan_batch(
                     )
                 )
                 continue
-            if index in stored_conflicts:
+            conflict_version = history.newest_conflict(read_version, request.read_conflict_ranges)
+            if conflict_version is None:
+                conflict_version = in_batch.newest_conflict(read_version, request.read_conflict_ranges)
+            if conflict_version is not None:
                 plan.outcomes.append(
                     Conflict(
                         f"a key this transaction read at version {read_version} was written by the "
-                        f"commit at version {stored_conflicts[index]}"
-                    )
-                )
-                continue
-            if _overlaps(request.read_conflict_ranges, accepted_write_ranges):
-                plan.outcomes.append(
-                    Conflict(
-                        f"a key this transaction read at version {read_version} was written by a "
-                        "commit in the same group commit"
+                        f"commit at version {conflict_version}"
                     )
                 )
                 continue
@@ -95,7 +83,7 @@ def plan_batch(
                 del plan.writes[key]
             plan.cleared_ranges.append((begin, end))
         plan.writes.update(request.writes)
-        accepted_write_ranges.extend(request.write_conflict_ranges)
+        in_batch.add(plan.version, request.write_conflict_ranges)
         plan.conflict_log.extend((plan.version, begin, end) for begin, end in request.write_conflict_ranges)
     assert len(plan.outcomes) == len(requests)
     return plan

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from kelpie import limits
 from kelpie.env import Env
 from kelpie.errors import CommitFailed, CommitUnknownResult, Conflict, DatabaseClosed, TransactionTooOld
-from kelpie.storage.backend import CommitRequest, KeyRange, KeyValue
+from kelpie.storage.backend import CommitRequest, KeyValue
+from kelpie.storage.conflicts import ConflictIndex
 
 __all__ = ["CommitFault", "MemoryBackend", "MemoryFaults", "MemoryStore"]
 
@@ -67,8 +68,8 @@ class MemoryStore:
         # key -> ascending [(version, value or None for a deletion)]
         self._versions: dict[bytes, list[tuple[int, bytes | None]]] = {}
         self._keys: list[bytes] = []  # sorted; every key with at least one version
-        self._history: collections.deque[tuple[int, float, KeyRange]] = collections.deque()
-        self._pruned_through_version = 0
+        self._history = ConflictIndex()
+        self._commit_times: collections.deque[tuple[float, int]] = collections.deque()  # (time, version)
         self._snapshot_versions: collections.Counter[int] = collections.Counter()
 
     # --- reads -----------------------------------------------------------------------------------
@@ -108,20 +109,18 @@ class MemoryStore:
         read_version = request.read_version
         if read_version is None:
             return
-        if read_version < self._pruned_through_version:
+        pruned_through = self._history.pruned_through_version
+        if read_version < pruned_through:
             raise TransactionTooOld(
                 f"read version {read_version} is older than the conflict history "
-                f"(kept from version {self._pruned_through_version})"
+                f"(kept from version {pruned_through})"
             )
-        for version, _, (write_begin, write_end) in reversed(self._history):
-            if version <= read_version:
-                break
-            for read_begin, read_end in request.read_conflict_ranges:
-                if read_begin < write_end and write_begin < read_end:
-                    raise Conflict(
-                        f"read range [{read_begin!r}, {read_end!r}) at version {read_version} was "
-                        f"written by the commit at version {version}"
-                    )
+        version = self._history.newest_conflict(read_version, request.read_conflict_ranges)
+        if version is not None:
+            raise Conflict(
+                f"a key this transaction read at version {read_version} was written by the commit "
+                f"at version {version}"
+            )
 
     def apply(self, request: CommitRequest) -> int:
         self.version += 1
@@ -134,8 +133,8 @@ class MemoryStore:
         for key, value in request.writes:
             self._put(key, version, value)
         now_s = self.env.clock.monotonic_s()
-        for write_range in request.write_conflict_ranges:
-            self._history.append((version, now_s, write_range))
+        self._history.add(version, request.write_conflict_ranges)
+        self._commit_times.append((now_s, version))
         self._prune(now_s)
         return version
 
@@ -158,9 +157,11 @@ class MemoryStore:
 
     def _prune(self, now_s: float) -> None:
         horizon_s = now_s - limits.CONFLICT_WINDOW_S
-        while self._history and self._history[0][1] < horizon_s:
-            version, _, _ = self._history.popleft()
-            self._pruned_through_version = max(self._pruned_through_version, version)
+        through_version = None
+        while self._commit_times and self._commit_times[0][0] < horizon_s:
+            through_version = self._commit_times.popleft()[1]
+        if through_version is not None:
+            self._history.prune(through_version)
 
     def items(self) -> list[KeyValue]:
         """Every live key and value at the newest version (for tests and the simulator)."""

@@ -33,6 +33,7 @@ from kelpie.errors import (
 )
 from kelpie.storage.backend import CommitRequest, KeyValue
 from kelpie.storage.batch import plan_batch
+from kelpie.storage.conflicts import ConflictIndex
 
 __all__ = ["FORMAT_VERSION", "PostgresBackend", "open_postgres"]
 
@@ -119,6 +120,7 @@ class PostgresBackend:
         self._writer_connection: psycopg.AsyncConnection[Any] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._last_prune_s = 0.0
+        self._history = ConflictIndex()  # the writer's copy of kelpie_conflict_log
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -287,7 +289,7 @@ class PostgresBackend:
             requests,
             version=meta["version"],
             pruned_through_version=meta["pruned_through_version"],
-            stored_conflicts=await self._stored_conflicts(connection, requests),
+            history=await self._caught_up_history(connection, meta["pruned_through_version"]),
         )
         async with connection.cursor() as writer:
             if plan.cleared_ranges:
@@ -318,8 +320,9 @@ class PostgresBackend:
                     ),
                 )
             await writer.execute("UPDATE kelpie_meta SET value = %s WHERE name = 'version'", (plan.version,))
+        pruned_through = None
         if now_s - self._last_prune_s >= _PRUNE_INTERVAL_S:
-            await self._prune(connection, now_s)
+            pruned_through = await self._prune(connection, now_s)
             self._last_prune_s = now_s
         try:
             await connection.execute("COMMIT")
@@ -327,50 +330,42 @@ class PostgresBackend:
             raise
         except psycopg.Error as error:
             raise _CommitStatementFailed(error, plan.outcomes) from error
+        for version, begin, end in plan.conflict_log:
+            self._history.add_entry(version, begin, end)
+        if pruned_through is not None:
+            self._history.prune(pruned_through)
         return plan.outcomes
 
-    @staticmethod
-    async def _stored_conflicts(
-        connection: psycopg.AsyncConnection[Any], requests: list[CommitRequest]
-    ) -> dict[int, int]:
-        """For each request, one commit in the history that wrote into its reads: one query."""
-        indexes: list[int] = []
-        read_versions: list[int] = []
-        begins: list[bytes] = []
-        ends: list[bytes] = []
-        for index, request in enumerate(requests):
-            if request.read_version is None:
-                continue
-            for begin, end in request.read_conflict_ranges:
-                indexes.append(index)
-                read_versions.append(request.read_version)
-                begins.append(begin)
-                ends.append(end)
-        if not indexes:
-            return {}
+    async def _caught_up_history(
+        self, connection: psycopg.AsyncConnection[Any], pruned_through: int
+    ) -> ConflictIndex:
+        """The writer's conflict index, with the commits other nodes made since its last look."""
+        self._history.prune(pruned_through)
         cursor = await connection.execute(
-            "SELECT r.i, max(c.version) FROM unnest(%s::int[], %s::bigint[], %s::bytea[], %s::bytea[]) "
-            "AS r(i, rv, b, e) JOIN kelpie_conflict_log c "
-            "ON c.version > r.rv AND c.begin_key < r.e AND c.end_key > r.b GROUP BY r.i",
-            (indexes, read_versions, begins, ends),
+            "SELECT version, begin_key, end_key FROM kelpie_conflict_log WHERE version > %s ORDER BY version",
+            (max(self._history.newest_version, pruned_through),),
         )
-        return {int(index): int(version) for index, version in await cursor.fetchall()}
+        for version, begin, end in await cursor.fetchall():
+            self._history.add_entry(int(version), bytes(begin), bytes(end))
+        return self._history
 
     @staticmethod
-    async def _prune(connection: psycopg.AsyncConnection[Any], now_s: float) -> None:
+    async def _prune(connection: psycopg.AsyncConnection[Any], now_s: float) -> int | None:
+        """Drop history older than the conflict window; return the version pruned through."""
         cursor = await connection.execute(
             "SELECT max(version) FROM kelpie_conflict_log WHERE committed_at_s < %s",
             (now_s - limits.CONFLICT_WINDOW_S,),
         )
         row = await cursor.fetchone()
         if row is None or row[0] is None:
-            return
+            return None
         through = int(row[0])
         await connection.execute("DELETE FROM kelpie_conflict_log WHERE version <= %s", (through,))
         await connection.execute(
             "UPDATE kelpie_meta SET value = greatest(value, %s) WHERE name = 'pruned_through_version'",
             (through,),
         )
+        return through
 
 
 class _CommitStatementFailed(Exception):

@@ -31,6 +31,7 @@ from kelpie.errors import (
 )
 from kelpie.storage.backend import CommitRequest, KeyValue
 from kelpie.storage.batch import plan_batch
+from kelpie.storage.conflicts import ConflictIndex
 
 __all__ = ["FORMAT_VERSION", "SqliteBackend", "open_sqlite"]
 
@@ -154,6 +155,7 @@ class SqliteBackend:
         self._writer_ready = threading.Event()
         self._writer_error: BaseException | None = None
         self._broken: BaseException | None = None
+        self._history = ConflictIndex()  # the writer thread's copy of conflict_log
         self._writer = threading.Thread(target=self._write_loop, name=f"kelpie-sqlite-writer:{path.name}")
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -323,11 +325,12 @@ class SqliteBackend:
         try:
             connection.execute("BEGIN IMMEDIATE")
             meta = dict(connection.execute("SELECT name, value FROM meta").fetchall())
+            self._catch_up_history(connection, meta["pruned_through_version"])
             plan = plan_batch(
                 requests,
                 version=meta["version"],
                 pruned_through_version=meta["pruned_through_version"],
-                stored_conflicts=self._stored_conflicts(connection, requests),
+                history=self._history,
             )
             connection.executemany("DELETE FROM kv WHERE key >= ? AND key < ?", plan.cleared_ranges)
             connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", plan.upserts)
@@ -337,8 +340,7 @@ class SqliteBackend:
                 [(version, begin, end, now_s) for version, begin, end in plan.conflict_log],
             )
             connection.execute("UPDATE meta SET value = ? WHERE name = 'version'", (plan.version,))
-            if prune:
-                self._prune(connection, now_s)
+            pruned_through = self._prune(connection, now_s) if prune else None
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
@@ -351,39 +353,37 @@ class SqliteBackend:
                 connection.execute("ROLLBACK")
             unknown = CommitUnknownResult(f"SQLite COMMIT on {self._path} failed: {error}")
             return [unknown if isinstance(outcome, int) else outcome for outcome in plan.outcomes]
+        for version, begin, end in plan.conflict_log:
+            self._history.add_entry(version, begin, end)
+        if pruned_through is not None:
+            self._history.prune(pruned_through)
         return plan.outcomes
 
-    @staticmethod
-    def _stored_conflicts(connection: sqlite3.Connection, requests: list[CommitRequest]) -> dict[int, int]:
-        """For each request, one commit in the history that wrote into its reads, if any."""
-        found: dict[int, int] = {}
-        for index, request in enumerate(requests):
-            if request.read_version is None:
-                continue
-            for begin, end in request.read_conflict_ranges:
-                row = connection.execute(
-                    "SELECT version FROM conflict_log "
-                    "WHERE version > ? AND begin_key < ? AND end_key > ? LIMIT 1",
-                    (request.read_version, end, begin),
-                ).fetchone()
-                if row is not None:
-                    found[index] = int(row[0])
-                    break
-        return found
+    def _catch_up_history(self, connection: sqlite3.Connection, pruned_through: int) -> None:
+        """Load into the writer's conflict index the commits other processes made since its last look."""
+        self._history.prune(pruned_through)
+        rows = connection.execute(
+            "SELECT version, begin_key, end_key FROM conflict_log WHERE version > ? ORDER BY version",
+            (max(self._history.newest_version, pruned_through),),
+        ).fetchall()
+        for version, begin, end in rows:
+            self._history.add_entry(int(version), bytes(begin), bytes(end))
 
     @staticmethod
-    def _prune(connection: sqlite3.Connection, now_s: float) -> None:
+    def _prune(connection: sqlite3.Connection, now_s: float) -> int | None:
+        """Drop history older than the conflict window; return the version pruned through."""
         row = connection.execute(
             "SELECT max(version) FROM conflict_log WHERE committed_at_s < ?",
             (now_s - limits.CONFLICT_WINDOW_S,),
         ).fetchone()
         if row is None or row[0] is None:
-            return
+            return None
         through = int(row[0])
         connection.execute("DELETE FROM conflict_log WHERE version <= ?", (through,))
         connection.execute(
             "UPDATE meta SET value = max(value, ?) WHERE name = 'pruned_through_version'", (through,)
         )
+        return through
 
     @staticmethod
     def _deliver(batch: list[_PendingCommit], outcomes: list[int | KelpieError]) -> None:

@@ -326,15 +326,18 @@ class Transaction:
         self._check_open()
         self._state = TransactionState.COMMITTING
         try:
-            if self._writes or self._cleared_ranges:
-                version = await self._backend.commit(self._commit_request())
+            request = self._commit_request() if self._writes or self._cleared_ranges else None
+            # The request carries the read version; the snapshot's connection is not needed to
+            # commit, so it goes back to the pool before the (possibly long) wait for durability.
+            await self._release()
+            if request is not None:
+                version = await self._backend.commit(request)
                 assert version > 0, version
                 self._committed_version = version
         except BaseException:
             self._state = TransactionState.FAILED
-            raise
-        finally:
             await self._release()
+            raise
         self._state = TransactionState.COMMITTED
         return self._committed_version
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kelpie.errors import Conflict, TransactionTooOld
 from kelpie.storage.backend import CommitRequest
 from kelpie.storage.batch import plan_batch
+from kelpie.storage.conflicts import ConflictIndex
 
 
 def request(
@@ -29,7 +30,7 @@ def test_a_later_request_that_read_an_earlier_ones_write_conflicts() -> None:
     first = request(read_version=10, reads=((b"k", b"k\x00"),), writes=((b"k", b"1"),))
     second = request(read_version=10, reads=((b"k", b"k\x00"),), writes=((b"k", b"2"),))
     blind = request(writes=((b"k", b"3"),))
-    plan = plan_batch([first, second, blind], version=10, pruned_through_version=0, stored_conflicts={})
+    plan = plan_batch([first, second, blind], version=10, pruned_through_version=0, history=ConflictIndex())
     assert plan.outcomes[0] == 11
     assert isinstance(plan.outcomes[1], Conflict)
     assert plan.outcomes[2] == 12
@@ -42,9 +43,9 @@ def test_history_conflicts_and_too_old_read_versions_are_refused() -> None:
     stale = request(read_version=3, reads=((b"a", b"b"),), writes=((b"x", b"1"),))
     overwritten = request(read_version=9, reads=((b"a", b"b"),), writes=((b"y", b"1"),))
     fine = request(read_version=9, reads=((b"c", b"d"),), writes=((b"z", b"1"),))
-    plan = plan_batch(
-        [stale, overwritten, fine], version=10, pruned_through_version=5, stored_conflicts={1: 10}
-    )
+    history = ConflictIndex()
+    history.add(10, [(b"a5", b"a5\x00")])  # a commit at version 10 wrote inside [a, b)
+    plan = plan_batch([stale, overwritten, fine], version=10, pruned_through_version=5, history=history)
     assert isinstance(plan.outcomes[0], TransactionTooOld)
     assert isinstance(plan.outcomes[1], Conflict)
     assert "version 10" in str(plan.outcomes[1])
@@ -56,7 +57,7 @@ def test_effects_fold_in_commit_order() -> None:
     sets = request(writes=((b"a1", b"x"), (b"b", b"y")))
     clears = request(cleared=((b"a", b"b"),), writes=((b"a5", b"after-clear"),))
     deletes = request(writes=((b"b", None),))
-    plan = plan_batch([sets, clears, deletes], version=0, pruned_through_version=0, stored_conflicts={})
+    plan = plan_batch([sets, clears, deletes], version=0, pruned_through_version=0, history=ConflictIndex())
     assert plan.outcomes == [1, 2, 3]
     assert plan.cleared_ranges == [(b"a", b"b")]
     assert plan.upserts == [(b"a5", b"after-clear")]
