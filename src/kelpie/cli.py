@@ -1,4 +1,4 @@
-"""The ``kelpie`` command line: ``kelpie serve`` and ``kelpie bench storage``."""
+"""The ``kelpie`` command line: ``kelpie serve``, ``kelpie bench storage`` and ``kelpie bench actors``."""
 
 from __future__ import annotations
 
@@ -85,15 +85,29 @@ def bench_storage(backend: str, as_json: bool, quick: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
     else:
-        _print_bench_table(result["results"])
+        _print_bench_table("kelpie bench storage", result["results"])
 
 
-def _print_bench_table(rows: list[dict[str, Any]]) -> None:
+@bench.command(name="actors")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--quick", is_flag=True, help="Fewer operations: a smoke run, not a measurement.")
+def bench_actors(as_json: bool, quick: bool) -> None:
+    """Latency, throughput and memory of the actor runtime: hot requests, activation, durable turns."""
+    from kelpie.bench.actors import run_actor_bench  # imported lazily: serve needs none of it
+
+    result = run_actor_bench(quick=quick)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        _print_bench_table("kelpie bench actors", result["results"])
+
+
+def _print_bench_table(title: str, rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="kelpie bench storage")
-    table.add_column("name")
+    table = Table(title=title)
+    table.add_column("name", overflow="fold")
     table.add_column("backend")
     for column in ("p50_us", "p99_us", "ops_per_s"):
         table.add_column(column, justify="right")

@@ -115,14 +115,20 @@ class Activation:
         turn_limit_s = self.runtime.turn_timeout_s
         limit_s = turn_limit_s if timeout_s is None else min(timeout_s, turn_limit_s)
         self.runtime.statistics_counters["turns"] += 1
+        deadline = asyncio.timeout(limit_s)
         try:
-            async with asyncio.timeout(limit_s):
+            async with deadline:
                 reply = await handler(self.actor, self.context, message)
             if reply is not None:
                 encode(reply, what=f"reply of {type(self.actor).__name__} to {type(message).__name__}")
-        except TimeoutError:
+        except TimeoutError as error:
             self.rollback()
             self.runtime.statistics_counters["turns_failed"] += 1
+            if not deadline.expired():  # the handler's own TimeoutError, not the turn's limit
+                raise HandlerFailed(
+                    f"actor {self.actor_id} handler for {type(message).__name__} raised "
+                    f"TimeoutError: {error}; the turn was rolled back"
+                ) from error
             if timeout_s is not None and timeout_s < turn_limit_s:
                 raise RequestTimedOut(
                     f"actor {self.actor_id} did not reply to {type(message).__name__} within "

@@ -34,7 +34,9 @@ class ActorKV:
 
     def _full_key(self, key: bytes) -> bytes:
         check_key(key)
-        return self._subspace.pack((key,))
+        # Checked again under the actor's prefix: refused in the turn, not by the commit (which
+        # would retire the activation).
+        return check_key(self._subspace.pack((key,)))
 
     async def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` as this turn sees it, or ``None``."""
@@ -122,6 +124,10 @@ class ActorContext:
         """Deliver :class:`~kelpie.actors.actor.TimerFired` after ``delay_s`` (then every ``period_s``).
 
         Timers are volatile: they die with the activation. They fire as turns of their own.
+
+        Raises:
+            InvalidArgument: a bad name, delay or period, or too many timers.
+            NoHandler: the actor has no handler for ``TimerFired``.
         """
         self._activation.runtime.timers.set(self._activation, name, delay_s, period_s)
 

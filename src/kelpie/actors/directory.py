@@ -79,9 +79,14 @@ class NodeDirectory:
         """Advance this node's heartbeat counter (observers watch it change)."""
         self._heartbeat += 1
         counter = self._heartbeat
+        key = _NODES.pack((self.node_id,))
 
         async def body(tr: Transaction) -> None:
-            tr.set(_NODES.pack((self.node_id,)), pack((counter, self._env.clock.wall_s())))
+            # Read first: a beat racing a clean shutdown's unregister must not bring the record
+            # back (observers would then wait out the failure timeout instead of taking over).
+            if await tr.get(key) is None:
+                return
+            tr.set(key, pack((counter, self._env.clock.wall_s())))
 
         await transactional(self._db, body)
 

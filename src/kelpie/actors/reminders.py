@@ -10,12 +10,14 @@ fails fires again, and one whose turn commits does not.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from kelpie import limits
 from kelpie.actors.actor import ReminderFired
 from kelpie.actors.ids import ActorId
 from kelpie.env import Env
+from kelpie.errors import KelpieError
 from kelpie.storage import Database, Subspace
 
 __all__ = ["ReminderService", "reminder_due_key"]
@@ -67,5 +69,7 @@ class ReminderService:
 
     async def run(self, interval_s: float) -> None:
         while True:
-            await self.poll_once()
+            # A poll the store fails is tried again next interval; it must not stop the node.
+            with contextlib.suppress(KelpieError):
+                await self.poll_once()
             await self._env.clock.sleep(interval_s)

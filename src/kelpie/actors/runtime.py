@@ -37,6 +37,7 @@ from kelpie.errors import (
     ActorActiveElsewhere,
     Conflict,
     Fenced,
+    InvalidActorId,
     InvalidArgument,
     KelpieError,
     Overloaded,
@@ -123,6 +124,7 @@ class ActorRuntime:
         self.env: Env = db.env
         for name, value in (
             ("idle_timeout_s", idle_timeout_s),
+            ("idle_notice_s", 1.0 if idle_notice_s is None else idle_notice_s),  # None: a third of idle
             ("turn_timeout_s", turn_timeout_s),
             ("heartbeat_interval_s", heartbeat_interval_s),
             ("failure_timeout_s", failure_timeout_s),
@@ -174,6 +176,17 @@ class ActorRuntime:
         self._types[name] = actor_type
 
     def actor_type(self, actor_id: ActorId) -> type[Actor]:
+        """The class serving ``actor_id``; checked on every path that may activate or read an actor.
+
+        Raises:
+            InvalidActorId: ``actor_id`` is not a well-formed :class:`ActorId`.
+            UnknownActorType: no class is registered under its type name.
+        """
+        if not isinstance(actor_id, ActorId):
+            raise InvalidActorId(
+                f"expected an ActorId, got {shorten(actor_id)}; use ActorId.parse('ns/type/key')"
+            )
+        ActorId.of(*actor_id)  # the plain constructor does not validate; ids reach the store
         found = self._types.get(actor_id.type)
         if found is None:
             raise UnknownActorType(
@@ -210,6 +223,10 @@ class ActorRuntime:
         finally:
             for task in self._background:
                 task.cancel()
+            # An ordinary exception from the body propagates as itself, not wrapped in the task
+            # group's ExceptionGroup; cancellation still reaches the group, which needs to see it.
+            if isinstance(exc, Exception):
+                exc_type, exc, traceback = None, None, None
             await self._task_group.__aexit__(exc_type, exc, traceback)
             self._task_group = None
 
@@ -218,19 +235,27 @@ class ActorRuntime:
         if not self._accepting:
             return
         self._accepting = False
-        for activation in list(self._activations.values()):
-            await self._deactivate(activation, reason="shutdown")
+        # Activations under way finish first (their callers came before the shutdown); then each
+        # activation is deactivated, or, if another deactivation got there first, awaited.
+        while self._activating or self._activations:
+            if self._activating:
+                await asyncio.wait(list(self._activating.values()))
+            for activation in list(self._activations.values()):
+                if activation.status is ActivationStatus.ACTIVE:
+                    await self._deactivate(activation, reason="shutdown")
+                else:
+                    await activation.retired.wait()
         with contextlib.suppress(KelpieError):  # storage gone: observers will time us out instead
             await self.directory.unregister()
 
     # --- addressing --------------------------------------------------------------------------------
 
     def ref(self, actor_id: ActorId) -> ActorRef:
-        """A reference to ``actor_id`` (nothing is activated until a message arrives)."""
-        if not isinstance(actor_id, ActorId):
-            raise InvalidArgument(
-                f"expected an ActorId, got {shorten(actor_id)}; use ActorId.parse('ns/type/key')"
-            )
+        """A reference to ``actor_id`` (nothing is activated until a message arrives).
+
+        Raises:
+            InvalidActorId, UnknownActorType.
+        """
         self.actor_type(actor_id)
         return ActorRef(self, actor_id)
 
@@ -355,7 +380,16 @@ class ActorRuntime:
                 continue
             pending = self._activating.get(actor_id)
             if pending is not None:
-                return await asyncio.shield(pending)
+                # Wait without taking on its outcome blindly: if its first caller was cancelled,
+                # that cancellation is not ours, and we activate afresh.
+                await asyncio.wait([pending])
+                if not pending.cancelled():
+                    error = pending.exception()
+                    if isinstance(error, Exception):
+                        raise error
+                    if error is None and pending.result().status is ActivationStatus.ACTIVE:
+                        return pending.result()
+                continue
             return await self._activate(actor_id)
 
     async def _activate(self, actor_id: ActorId) -> Activation:
@@ -379,11 +413,17 @@ class ActorRuntime:
     async def _load_and_activate(self, actor_id: ActorId, actor_type: type[Actor]) -> Activation:
         await self.buggify("before directory claim")
 
-        async def claim(tr: Transaction) -> tuple[int, bytes | None]:
-            epoch = await self.directory.claim(tr, actor_id)
+        async def claim(tr: Transaction) -> tuple[int, bytes | None] | ActorActiveElsewhere:
+            try:
+                epoch = await self.directory.claim(tr, actor_id)
+            except ActorActiveElsewhere as error:
+                return error  # retryable by the caller, later; not by transactional, now
             return epoch, await read_state(tr, actor_id)
 
-        epoch, state_bytes = await transactional(self.db, claim)
+        claimed = await transactional(self.db, claim)
+        if isinstance(claimed, ActorActiveElsewhere):
+            raise claimed
+        epoch, state_bytes = claimed
         try:
             actor = actor_type()
             state = (
@@ -400,6 +440,7 @@ class ActorRuntime:
             finally:
                 activation.busy = False
         except BaseException as error:
+            self.timers.cancel_all(actor_id)  # set by on_activate: they would run a half-activated actor
             with contextlib.suppress(KelpieError):
                 await self._release(actor_id, epoch)
             if isinstance(error, Exception):

@@ -64,6 +64,7 @@ class TimerScheduler:
 
     def set(self, activation: Activation, name: str, delay_s: float, period_s: float | None) -> None:
         reminder_name(name)
+        activation.actor.handler_for(TimerFired(name))  # NoHandler now, not silently when it fires
         delay = _check_seconds("delay_s", delay_s, minimum=0.0)
         period = None if period_s is None else _check_seconds("period_s", period_s, minimum=0.001)
         key = (activation.actor_id, name)
