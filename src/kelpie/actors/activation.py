@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import hashlib
 import math
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kelpie import limits
-from kelpie.actors.actor import Actor, ReminderFired
+from kelpie.actors.actor import Actor, Handler, ReminderFired
 from kelpie.actors.codec import decode_state, encode, encode_state
 from kelpie.actors.context import ActorContext, ActorKV, reminder_name
 from kelpie.actors.directory import actor_subspace
@@ -81,26 +83,44 @@ class Activation:
         self.epoch = epoch
         self.state = state
         self._state_type = type(actor).state_type
-        # The encoding of the state as last committed (or as initial, if never committed): a turn
-        # whose state encodes to the same bytes writes nothing.
-        self._committed_state = (
+        # A digest of the state's encoding as last committed (or as initial, if never committed):
+        # a turn whose state encodes to the same digest writes nothing. A digest, not the bytes,
+        # because idle activations are many and memory per activation is what limits them.
+        self._committed_digest = _digest(
             committed_state if committed_state is not None else encode_state(state, self._state_type)
         )
-        self.kv = ActorKV(runtime.db, actor_subspace("kv", actor_id))
+        self._has_committed = committed_state is not None
+        self._kv: ActorKV | None = None
         self._reminder_changes: dict[str, _ReminderChange] = {}
         self.context = ActorContext(self)
-        self.mailbox: collections.deque[Envelope] = collections.deque()
+        # Created on first use: most activations never queue, and an empty deque costs 760 bytes.
+        self.mailbox: collections.deque[Envelope] | None = None
         self.busy = False
         self.status = ActivationStatus.ACTIVE
         self.last_active_s = runtime.env.clock.monotonic_s()
         self.idle_noticed = False
-        self.retired = asyncio.Event()
+        self.retired: asyncio.Event | None = None  # set once retired, for callers waiting on it
         # Deactivation waits here for running and queued turns to finish.
-        self.quiet_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.quiet_waiters: collections.deque[asyncio.Future[None]] | None = None
+
+    @property
+    def kv(self) -> ActorKV:
+        if self._kv is None:
+            self._kv = ActorKV(self.runtime.db, actor_subspace("kv", self.actor_id))
+        return self._kv
+
+    def retired_event(self) -> asyncio.Event:
+        if self.retired is None:
+            self.retired = asyncio.Event()
+            if self.status is ActivationStatus.RETIRED:
+                self.retired.set()
+        return self.retired
 
     # --- turns -------------------------------------------------------------------------------------
 
-    async def run_turn(self, message: object, timeout_s: float | None = None) -> Any:
+    async def run_turn(
+        self, message: object, timeout_s: float | None = None, handler: Handler | None = None
+    ) -> Any:
         """Run one turn for ``message`` and commit it; the caller must hold ``busy``.
 
         Raises:
@@ -109,22 +129,32 @@ class Activation:
             Fenced, Conflict, CommitUnknownResult...: the commit failed; this activation retires.
         """
         assert self.busy
-        handler = self.actor.handler_for(message)
+        if handler is None:
+            handler = self.actor.handler_for(message)
         if isinstance(message, ReminderFired):
             self._reminder_fired(message)
         turn_limit_s = self.runtime.turn_timeout_s
         limit_s = turn_limit_s if timeout_s is None else min(timeout_s, turn_limit_s)
         self.runtime.statistics_counters["turns"] += 1
-        deadline = asyncio.timeout(limit_s)
+        deadline: asyncio.Timeout | None = None
         try:
-            async with deadline:
-                reply = await handler(self.actor, self.context, message)
-            if reply is not None:
+            # Run the handler's first step directly: a handler that finishes without suspending
+            # (the common, hot case) needs no timer. One that suspends goes on under a deadline.
+            coroutine = handler(self.actor, self.context, message)
+            try:
+                step = coroutine.send(None)
+            except StopIteration as finished:
+                reply = finished.value
+            else:
+                deadline = asyncio.timeout(limit_s)
+                async with deadline:
+                    reply = await _Resumed(coroutine, step)
+            if not _plainly_encodable(reply):
                 encode(reply, what=f"reply of {type(self.actor).__name__} to {type(message).__name__}")
         except TimeoutError as error:
-            self.rollback()
+            await self.rollback()
             self.runtime.statistics_counters["turns_failed"] += 1
-            if not deadline.expired():  # the handler's own TimeoutError, not the turn's limit
+            if deadline is None or not deadline.expired():  # the handler's own TimeoutError
                 raise HandlerFailed(
                     f"actor {self.actor_id} handler for {type(message).__name__} raised "
                     f"TimeoutError: {error}; the turn was rolled back"
@@ -139,18 +169,18 @@ class Activation:
                 "rolled back"
             ) from None
         except KelpieError:
-            self.rollback()
+            await self.rollback()
             self.runtime.statistics_counters["turns_failed"] += 1
             raise
         except Exception as error:
-            self.rollback()
+            await self.rollback()
             self.runtime.statistics_counters["turns_failed"] += 1
             raise HandlerFailed(
                 f"actor {self.actor_id} handler for {type(message).__name__} raised "
                 f"{type(error).__name__}: {error}; the turn was rolled back"
             ) from error
         except BaseException:  # cancelled mid-turn: nothing of it is kept
-            self.rollback()
+            await self.rollback()
             raise
         await self.commit()
         self.last_active_s = self.runtime.env.clock.monotonic_s()
@@ -164,14 +194,29 @@ class Activation:
             async with asyncio.timeout(self.runtime.turn_timeout_s):
                 await hook(self.context)
         except BaseException:
-            self.rollback()
+            await self.rollback()
             raise
         await self.commit()
 
-    def rollback(self) -> None:
-        self.state = decode_state(self._committed_state, self._state_type)
-        self.kv.pending.clear()
+    async def rollback(self) -> None:
+        """Put back the state as last committed, re-read from the store, and drop buffered writes.
+
+        The store holds exactly this activation's last commit: fencing lets no one else write it.
+        If it cannot be read, the activation retires and the next message activates afresh.
+        """
+        if self._kv is not None:
+            self._kv.pending.clear()
         self._reminder_changes.clear()
+        if not self._has_committed:
+            self.state = self.actor.initial_state()
+            return
+        try:
+            async with self.runtime.db.transaction() as tr:
+                state_bytes = await read_state(tr, self.actor_id, snapshot=True)
+            assert state_bytes is not None, self.actor_id
+            self.state = decode_state(state_bytes, self._state_type)
+        except KelpieError as error:
+            self.runtime.note_commit_failure(self, error)
 
     # --- commit ------------------------------------------------------------------------------------
 
@@ -185,22 +230,24 @@ class Activation:
         try:
             state_bytes = encode_state(self.state, self._state_type)
         except NotEncodable:
-            self.rollback()
+            await self.rollback()
             raise
-        state_changed = state_bytes != self._committed_state
-        if not state_changed and not self.kv.pending and not self._reminder_changes:
+        state_digest = _digest(state_bytes)
+        state_changed = state_digest != self._committed_digest
+        kv_pending = self._kv.pending if self._kv is not None else {}
+        if not state_changed and not kv_pending and not self._reminder_changes:
             return
         if len(state_bytes) > limits.ACTOR_STATE_BYTES_LIMIT:
-            self.rollback()
+            await self.rollback()
             raise InvalidArgument(
                 f"actor {self.actor_id} state of {len(state_bytes)} bytes exceeds the limit of "
                 f"{limits.ACTOR_STATE_BYTES_LIMIT} bytes; keep large data in ctx.kv; rolled back"
             )
-        kv_writes = dict(self.kv.pending)
+        kv_writes = dict(kv_pending)
         reminder_changes = dict(self._reminder_changes)
         write_bytes = len(state_bytes) + sum(len(key) + len(value or b"") for key, value in kv_writes.items())
         if write_bytes > limits.ACTOR_TURN_WRITES_BYTES_LIMIT:
-            self.rollback()
+            await self.rollback()
             raise InvalidArgument(
                 f"actor {self.actor_id} turn writes {write_bytes} bytes, over the limit of "
                 f"{limits.ACTOR_TURN_WRITES_BYTES_LIMIT}; rolled back"
@@ -228,8 +275,10 @@ class Activation:
             runtime.note_commit_failure(self, error)
             raise
         runtime.statistics_counters["commits"] += 1
-        self._committed_state = state_bytes
-        self.kv.pending.clear()
+        self._committed_digest = state_digest
+        self._has_committed = self._has_committed or state_changed
+        if self._kv is not None:
+            self._kv.pending.clear()
         self._reminder_changes.clear()
 
     # --- reminders ---------------------------------------------------------------------------------
@@ -267,6 +316,52 @@ class Activation:
             self._reminder_changes[message.name] = _ReminderChange(
                 None, None, fired_due_wall_s=message.due_wall_s
             )
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+_INT64_MIN = -(2**63)
+_UINT64_LIMIT = 2**64
+
+
+def _plainly_encodable(value: object) -> bool:
+    """True for replies msgpack surely encodes, so the hot path can skip a trial encoding."""
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is bytes or kind is float:
+        return True
+    return kind is int and _INT64_MIN <= value < _UINT64_LIMIT  # type: ignore[operator]
+
+
+class _Resumed:
+    """Awaitable that carries on a coroutine already advanced by one ``send(None)``.
+
+    The task awaiting it sees exactly what it would have seen awaiting the coroutine from the
+    start: the same yielded futures, results and exceptions (cancellation included).
+    """
+
+    __slots__ = ("_coroutine", "_step")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], step: Any) -> None:
+        self._coroutine = coroutine
+        self._step = step
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, step = self._coroutine, self._step
+        while True:
+            try:
+                sent = yield step
+            except BaseException as error:  # thrown in by the task: hand it to the coroutine
+                try:
+                    step = coroutine.throw(error)
+                except StopIteration as finished:
+                    return finished.value
+            else:
+                try:
+                    step = coroutine.send(sent)
+                except StopIteration as finished:
+                    return finished.value
 
 
 def write_state(tr: Transaction, actor_id: ActorId, state_bytes: bytes) -> None:

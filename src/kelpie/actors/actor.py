@@ -24,8 +24,9 @@ default) or an instance of the class named by ``state_type`` (a dataclass).
 
 from __future__ import annotations
 
+import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Actor", "Handler", "ReminderFired", "TimerFired", "handler"]
 
-Handler = Callable[[Any, "ActorContext", Any], Awaitable[Any]]
+Handler = Callable[[Any, "ActorContext", Any], Coroutine[Any, Any, Any]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -77,6 +78,8 @@ class Actor:
         for name, member in vars(cls).items():
             if not getattr(member, "_kelpie_handler", False):
                 continue
+            if not inspect.iscoroutinefunction(member):
+                raise InvalidArgument(f"handler {cls.__name__}.{name} must be an 'async def' method")
             hints = typing.get_type_hints(member)
             parameters = list(hints.keys() - {"return"})
             message_type = hints.get("message")

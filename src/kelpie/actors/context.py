@@ -85,7 +85,11 @@ class ActorContext:
 
     def __init__(self, activation: Activation) -> None:
         self._activation = activation
-        self.kv = activation.kv
+
+    @property
+    def kv(self) -> ActorKV:
+        """The actor's key-value view; writes commit with the turn."""
+        return self._activation.kv
 
     @property
     def id(self) -> ActorId:

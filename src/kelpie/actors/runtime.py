@@ -244,7 +244,7 @@ class ActorRuntime:
                 if activation.status is ActivationStatus.ACTIVE:
                     await self._deactivate(activation, reason="shutdown")
                 else:
-                    await activation.retired.wait()
+                    await activation.retired_event().wait()
         with contextlib.suppress(KelpieError):  # storage gone: observers will time us out instead
             await self.directory.unregister()
 
@@ -276,11 +276,11 @@ class ActorRuntime:
         if activation is None or activation.status is not ActivationStatus.ACTIVE:
             self.actor_type(actor_id).handler_for(message)  # bad input fails before any activation
             activation = await self._activation_for(actor_id)
-        activation.actor.handler_for(message)
+        handler = activation.actor.handler_for(message)
         if not activation.busy and not activation.mailbox:
             activation.busy = True
             try:
-                return await activation.run_turn(message, timeout_s)
+                return await activation.run_turn(message, timeout_s, handler)
             finally:
                 self._turn_finished(activation)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -311,12 +311,15 @@ class ActorRuntime:
         self._enqueue(activation, Envelope(message, None))
 
     def _enqueue(self, activation: Activation, envelope: Envelope) -> None:
-        if len(activation.mailbox) >= self.mailbox_limit:
+        if activation.mailbox is not None and len(activation.mailbox) >= self.mailbox_limit:
             raise Overloaded(
                 f"actor {activation.actor_id} mailbox is full ({self.mailbox_limit} messages); retry later"
             )
-        activation.mailbox.append(envelope)
-        self._queue_depth_max = max(self._queue_depth_max, len(activation.mailbox))
+        mailbox = activation.mailbox
+        if mailbox is None:
+            mailbox = activation.mailbox = collections.deque()
+        mailbox.append(envelope)
+        self._queue_depth_max = max(self._queue_depth_max, len(mailbox))
         if not activation.busy:
             self._start_drainer(activation)
 
@@ -376,7 +379,7 @@ class ActorRuntime:
             if activation is not None:
                 if activation.status is ActivationStatus.ACTIVE:
                     return activation
-                await activation.retired.wait()  # deactivating: wait, then activate afresh
+                await activation.retired_event().wait()  # deactivating: wait, then activate afresh
                 continue
             pending = self._activating.get(actor_id)
             if pending is not None:
@@ -466,6 +469,8 @@ class ActorRuntime:
             return
         while activation.busy:  # let queued and running turns finish first
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if activation.quiet_waiters is None:
+                activation.quiet_waiters = collections.deque()
             activation.quiet_waiters.append(waiter)
             await waiter
         if activation.status is not ActivationStatus.ACTIVE:
@@ -487,7 +492,8 @@ class ActorRuntime:
         self.timers.cancel_all(activation.actor_id)
         if self._activations.get(activation.actor_id) is activation:
             del self._activations[activation.actor_id]
-        activation.retired.set()
+        if activation.retired is not None:
+            activation.retired.set()
         if not activation.busy:
             self._fail_queued(activation)
 
@@ -538,7 +544,8 @@ class ActorRuntime:
         return deactivated
 
     def _fire_timer(self, activation: Activation, fired: TimerFired) -> None:
-        if activation.status is not ActivationStatus.ACTIVE or len(activation.mailbox) >= self.mailbox_limit:
+        queued = len(activation.mailbox) if activation.mailbox is not None else 0
+        if activation.status is not ActivationStatus.ACTIVE or queued >= self.mailbox_limit:
             return  # volatile by definition: a timer for a gone or saturated actor is dropped
         self._enqueue(activation, Envelope(fired, None))
 
@@ -568,7 +575,7 @@ class ActorRuntime:
             node_id=self.node_id,
             activations=len(activations),
             busy_activations=sum(1 for activation in activations if activation.busy),
-            queued_messages=sum(len(activation.mailbox) for activation in activations),
+            queued_messages=sum(len(activation.mailbox or ()) for activation in activations),
             queue_depth_max=self._queue_depth_max,
             activations_total=counters["activations_total"],
             deactivations_total=counters["deactivations_total"],
