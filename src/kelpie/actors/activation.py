@@ -202,7 +202,9 @@ class Activation:
         """Put back the state as last committed, re-read from the store, and drop buffered writes.
 
         The store holds exactly this activation's last commit: fencing lets no one else write it.
-        If it cannot be read, the activation retires and the next message activates afresh.
+        (If another node has already taken the actor over, this may load that node's state; that is
+        harmless, because this activation's next commit is fenced.) If the state cannot be read,
+        the activation retires and the next message activates afresh.
         """
         if self._kv is not None:
             self._kv.pending.clear()

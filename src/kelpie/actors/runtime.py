@@ -155,6 +155,7 @@ class ActorRuntime:
         self.buggify: BuggifyHook = buggify or _no_buggify
         self._activations: dict[ActorId, Activation] = {}
         self._activating: dict[ActorId, asyncio.Future[Activation]] = {}
+        self._unreleased: dict[ActorId, int] = {}  # deactivated, directory release still owed
         self._task_group: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
         self._accepting = False
@@ -480,8 +481,11 @@ class ActorRuntime:
         try:
             with contextlib.suppress(KelpieError, Exception):
                 await activation.run_hook("on_deactivate")
-            with contextlib.suppress(KelpieError):
+            try:
                 await self._release(activation.actor_id, activation.epoch)
+            except KelpieError:
+                # The entry still names this node: others would wait for it. The heartbeat retries.
+                self._unreleased[activation.actor_id] = activation.epoch
         finally:
             activation.busy = False
             self._retire(activation)
@@ -515,6 +519,17 @@ class ActorRuntime:
             await self.buggify("before heartbeat")
             with contextlib.suppress(KelpieError):  # a missed beat only risks being fenced
                 await self.directory.beat()
+            await self.retry_releases()
+
+    async def retry_releases(self) -> None:
+        """Release directory entries whose release failed at deactivation (bounded per call)."""
+        for actor_id, epoch in list(self._unreleased.items())[: limits.REMINDER_BATCH_LIMIT]:
+            if actor_id in self._activations:  # active again here: the entry is ours once more
+                del self._unreleased[actor_id]
+                continue
+            with contextlib.suppress(KelpieError):
+                await self._release(actor_id, epoch)
+                del self._unreleased[actor_id]
 
     async def _idle_loop(self) -> None:
         interval_s = min(self.idle_notice_s / 2, self.idle_timeout_s / 4, limits.IDLE_SWEEP_INTERVAL_S_MAX)

@@ -36,7 +36,7 @@ from kelpie.errors import (
     HandlerFailed,
     RetryLimitExceeded,
 )
-from kelpie.storage import CommitFault, Database, MemoryBackend, MemoryFaults
+from kelpie.storage import CommitFault, Database, MemoryBackend, MemoryFaults, open_database
 
 OpenTwin = Callable[..., Awaitable[Database]]
 
@@ -305,3 +305,26 @@ async def test_a_heartbeat_in_flight_during_unregistering_does_not_bring_the_nod
         backend.release()
         await beating
         assert await b.ref(counter_id()).request(Add(10)) == 11
+
+
+async def test_a_release_that_fails_at_deactivation_is_retried_so_others_can_take_over(
+    manual_env: Env,
+) -> None:
+    db = await open_database("memory://", env=manual_env)  # the memory backend's fault hooks
+    assert isinstance(db.backend, MemoryBackend)
+    twin = Database(MemoryBackend(db.backend.store), db.env, url=db.url)
+    async with running(db, node_id="node-a") as a, running(twin, node_id="node-b") as b:
+        assert await a.ref(counter_id()).request(Add(1)) == 1
+        clock_of(db).advance(a.idle_timeout_s + 1)
+        # Every commit fails for a while: on_deactivate's and the directory release's.
+        db.backend.store.faults.inject(
+            CommitFault.FAIL_BEFORE_DURABLE, count=2 * limits.TRANSACTION_ATTEMPTS_LIMIT
+        )
+        assert await a.sweep_idle() == 1  # deactivated, but the directory release failed
+        assert not db.backend.store.faults.queued
+        assert not a.is_active(counter_id())
+        with pytest.raises(ActorActiveElsewhere, match="node-a"):
+            await b.ref(counter_id()).request(Add(1))
+        await a.retry_releases()
+        assert await b.ref(counter_id()).request(Add(1)) == 2
+    await db.close()
