@@ -188,7 +188,12 @@ class Activation:
         return reply
 
     async def run_hook(self, hook_name: str) -> None:
-        """Run a lifecycle hook (``on_activate``...) as a turn; the caller must hold ``busy``."""
+        """Run a lifecycle hook (``on_activate``...) as a turn; the caller must hold ``busy``.
+
+        A hook the actor class does not override is skipped: the base hooks do nothing.
+        """
+        if getattr(type(self.actor), hook_name) is getattr(Actor, hook_name):
+            return
         hook = getattr(self.actor, hook_name)
         try:
             async with asyncio.timeout(self.runtime.turn_timeout_s):
