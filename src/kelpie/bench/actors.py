@@ -49,10 +49,6 @@ import contextlib
 import datetime
 import gc
 import importlib.metadata
-import math
-import os
-import platform
-import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -65,6 +61,7 @@ import uvloop
 from kelpie.actors import Actor, ActorContext, ActorId, ActorRuntime, handler
 from kelpie.actors.activation import write_state
 from kelpie.actors.codec import encode_state
+from kelpie.bench.report import machine, summary
 from kelpie.errors import InvalidArgument, shorten
 from kelpie.storage import Database, open_database, sqlite_url_for_data_dir
 
@@ -214,17 +211,11 @@ def run_actor_bench(*, quick: bool = False) -> dict[str, Any]:
         with _store_url("sqlite") as url:
             results.extend(_run(case("sqlite", url, sizes)))
         gc.collect()
-    return {"suite": "actors", "machine": _machine(), "date": date, "results": results}
-
-
-def _machine() -> dict[str, Any]:
     return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "event_loop": f"uvloop {importlib.metadata.version('uvloop')}",
+        "suite": "actors",
+        "machine": machine(event_loop=f"uvloop {importlib.metadata.version('uvloop')}"),
+        "date": date,
+        "results": results,
     }
 
 
@@ -350,13 +341,13 @@ async def _bench_hot(backend: str, url: str, sizes: BenchSizes) -> list[dict[str
             hot = [_actor_id("hot", 0)]
             await runtime.ref(hot[0]).request(Ping())
             ping = _request(runtime, hot, Ping())
-            results = [_summary("hot_request_sequential", backend, await _timed(ping, sizes.hot_requests))]
+            results = [summary("hot_request_sequential", backend, await _timed(ping, sizes.hot_requests))]
             concurrent_warmup = _warmup_count(sizes.concurrent_requests, CONCURRENT_CALLERS)
             latencies_ns, wall_ns = await _concurrently(
                 _yielding(ping), sizes.concurrent_requests, CONCURRENT_CALLERS, warmup=concurrent_warmup
             )
             results.append(
-                _summary(f"hot_request_concurrent_{CONCURRENT_CALLERS}", backend, latencies_ns, wall_ns)
+                summary(f"hot_request_concurrent_{CONCURRENT_CALLERS}", backend, latencies_ns, wall_ns)
             )
             # The handler suspends, so callers overlap turns: requests queue in the mailbox and a
             # drainer task runs them (the path taken whenever the actor is busy).
@@ -367,9 +358,7 @@ async def _bench_hot(backend: str, url: str, sizes: BenchSizes) -> list[dict[str
                 warmup=concurrent_warmup,
             )
             results.append(
-                _summary(
-                    f"hot_request_concurrent_{CONCURRENT_CALLERS}_queued", backend, latencies_ns, wall_ns
-                )
+                summary(f"hot_request_concurrent_{CONCURRENT_CALLERS}_queued", backend, latencies_ns, wall_ns)
             )
             actor_ids = [_actor_id("round-robin", index) for index in range(ROUND_ROBIN_ACTORS)]
             for actor_id in actor_ids:
@@ -377,7 +366,7 @@ async def _bench_hot(backend: str, url: str, sizes: BenchSizes) -> list[dict[str
             assert runtime.statistics().activations == ROUND_ROBIN_ACTORS + 1
             round_robin = _request(runtime, actor_ids, Ping())
             latencies_ns = await _timed(round_robin, sizes.round_robin_requests, warmup=ROUND_ROBIN_ACTORS)
-            results.append(_summary(f"round_robin_{ROUND_ROBIN_ACTORS}", backend, latencies_ns))
+            results.append(summary(f"round_robin_{ROUND_ROBIN_ACTORS}", backend, latencies_ns))
         return results
     finally:
         await db.close()
@@ -398,7 +387,7 @@ async def _bench_cold(backend: str, url: str, sizes: BenchSizes) -> list[dict[st
                 Ping(),
             )
             latencies_ns = await _timed(ping, sizes.cold_activations, warmup=sequential_warmup)
-            results = [_summary("cold_activation_sequential", backend, latencies_ns)]
+            results = [summary("cold_activation_sequential", backend, latencies_ns)]
             in_flight_ids = [
                 _actor_id("cold-32", index)
                 for index in range(in_flight_warmup + sizes.cold_activations_in_flight)
@@ -408,7 +397,7 @@ async def _bench_cold(backend: str, url: str, sizes: BenchSizes) -> list[dict[st
                 ping, sizes.cold_activations_in_flight, COLD_IN_FLIGHT, warmup=in_flight_warmup
             )
             results.append(
-                _summary(f"cold_activation_{COLD_IN_FLIGHT}_in_flight", backend, latencies_ns, wall_ns)
+                summary(f"cold_activation_{COLD_IN_FLIGHT}_in_flight", backend, latencies_ns, wall_ns)
             )
             statistics = runtime.statistics()
             assert statistics.activations == len(in_flight_ids) + sequential_warmup + sizes.cold_activations
@@ -431,7 +420,7 @@ async def _bench_durable(backend: str, url: str, sizes: BenchSizes) -> list[dict
             )
             statistics = runtime.statistics()
             assert statistics.commits >= sizes.durable_turns + DURABLE_ACTORS, statistics
-        return [_summary(f"durable_turns_{DURABLE_ACTORS}_actors", backend, latencies_ns, wall_ns)]
+        return [summary(f"durable_turns_{DURABLE_ACTORS}_actors", backend, latencies_ns, wall_ns)]
     finally:
         await db.close()
 
@@ -479,7 +468,7 @@ async def _bench_idle_memory(backend: str, url: str, sizes: BenchSizes) -> list[
             after_bytes = _resident_bytes()
             assert runtime.statistics().activations == IDLE_WARMUP_ACTIVATIONS + count
             delta_bytes = max(after_bytes - before_bytes, 1)
-            row = _summary("idle_activations_per_gb", backend, list(latencies_ns))
+            row = summary("idle_activations_per_gb", backend, list(latencies_ns))
             row["ops_per_s"] = round(BYTES_PER_GB * count / delta_bytes, 1)
             row["bytes_per_activation"] = round(delta_bytes / count, 1)
             row["activations"] = count
@@ -495,28 +484,3 @@ async def _bench_idle_memory(backend: str, url: str, sizes: BenchSizes) -> list[
 
 
 # --- statistics -------------------------------------------------------------------------------------
-
-
-def _nearest_rank_ns(ordered_ns: list[int], percentile: float) -> int:
-    """The nearest-rank percentile of a sorted, non-empty list."""
-    assert ordered_ns
-    assert 0 < percentile <= 100, percentile
-    rank = math.ceil(percentile / 100 * len(ordered_ns))
-    return ordered_ns[max(rank, 1) - 1]
-
-
-def _summary(name: str, backend: str, latencies_ns: list[int], wall_ns: int | None = None) -> dict[str, Any]:
-    """One result row. ``ops_per_s`` is operations over ``wall_ns`` if given, else 1 / mean latency."""
-    ordered_ns = sorted(latencies_ns)
-    if wall_ns is None:
-        mean_us = sum(ordered_ns) / len(ordered_ns) / 1_000
-        ops_per_s = 1e6 / mean_us
-    else:
-        ops_per_s = len(ordered_ns) * 1e9 / wall_ns
-    return {
-        "name": name,
-        "backend": backend,
-        "p50_us": round(_nearest_rank_ns(ordered_ns, 50) / 1_000, 1),
-        "p99_us": round(_nearest_rank_ns(ordered_ns, 99) / 1_000, 1),
-        "ops_per_s": round(ops_per_s, 1),
-    }

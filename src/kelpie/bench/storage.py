@@ -26,8 +26,6 @@ import datetime
 import gc
 import math
 import os
-import platform
-import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -35,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from kelpie.bench.report import machine, summary
 from kelpie.errors import InvalidArgument, shorten
 from kelpie.storage import Database, open_database, sqlite_url_for_data_dir, strinc
 
@@ -118,17 +117,7 @@ def run_storage_bench(backends: Sequence[str], *, quick: bool = False) -> dict[s
     for backend in backends:
         with _store_url(backend) as url:
             results.extend(asyncio.run(_bench_store(backend, url, sizes)))
-    return {"suite": "storage", "machine": _machine(), "date": date, "results": results}
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-    }
+    return {"suite": "storage", "machine": machine(), "date": date, "results": results}
 
 
 @contextlib.contextmanager
@@ -185,16 +174,16 @@ async def _bench_store(backend: str, url: str, sizes: BenchSizes) -> list[dict[s
         await _preload(db)
         write_keys = _WriteKeys()
         results = [
-            _summary("point_read", backend, await _timed(_point_reads(db), sizes.point_reads)),
-            _summary("range_read_100", backend, await _timed(_range_reads(db), sizes.range_reads)),
-            _summary(
+            summary("point_read", backend, await _timed(_point_reads(db), sizes.point_reads)),
+            summary("range_read_100", backend, await _timed(_range_reads(db), sizes.range_reads)),
+            summary(
                 "durable_commit",
                 backend,
                 await _timed(_durable_commits(db, write_keys), sizes.durable_commits),
             ),
         ]
         latencies_ns, wall_ns = await _concurrent_commits(db, write_keys, sizes.concurrent_commits)
-        results.append(_summary(f"concurrent_commit_{CONCURRENT_COMMITTERS}", backend, latencies_ns, wall_ns))
+        results.append(summary(f"concurrent_commit_{CONCURRENT_COMMITTERS}", backend, latencies_ns, wall_ns))
         await _clear_bench_keys(db)
         return results
     finally:
@@ -311,28 +300,3 @@ async def _concurrent_commits(db: Database, write_keys: _WriteKeys, total: int) 
 
 
 # --- statistics -----------------------------------------------------------------------------------
-
-
-def _nearest_rank_ns(ordered_ns: list[int], percentile: float) -> int:
-    """The nearest-rank percentile of a sorted, non-empty list."""
-    assert ordered_ns
-    assert 0 < percentile <= 100, percentile
-    rank = math.ceil(percentile / 100 * len(ordered_ns))
-    return ordered_ns[max(rank, 1) - 1]
-
-
-def _summary(name: str, backend: str, latencies_ns: list[int], wall_ns: int | None = None) -> dict[str, Any]:
-    """One result row. ``ops_per_s`` is commits over ``wall_ns`` if given, else 1 / mean latency."""
-    ordered_ns = sorted(latencies_ns)
-    if wall_ns is None:
-        mean_us = sum(ordered_ns) / len(ordered_ns) / 1_000
-        ops_per_s = 1e6 / mean_us
-    else:
-        ops_per_s = len(ordered_ns) * 1e9 / wall_ns
-    return {
-        "name": name,
-        "backend": backend,
-        "p50_us": round(_nearest_rank_ns(ordered_ns, 50) / 1_000, 1),
-        "p99_us": round(_nearest_rank_ns(ordered_ns, 99) / 1_000, 1),
-        "ops_per_s": round(ops_per_s, 1),
-    }

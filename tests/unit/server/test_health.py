@@ -13,6 +13,8 @@ from kelpie.errors import CorruptData, StorageUnavailable, UnsupportedStorageURL
 from kelpie.server import create_app
 from kelpie.storage import Database, open_database
 
+ASGI_BASE_URL = "http://kelpie.test"  # requests go to the app in process, never to a network
+
 
 @pytest.fixture
 async def db() -> AsyncIterator[Database]:
@@ -31,7 +33,7 @@ def app(db: Database) -> FastAPI:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://kelpie.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE_URL) as http:
         yield http
 
 
@@ -50,7 +52,7 @@ async def test_health_answers_on_both_spellings_without_redirect(
 
 async def test_health_reports_the_version_it_was_given(db: Database) -> None:
     transport = httpx.ASGITransport(app=create_app(db, version="9.9.9-test"))
-    async with httpx.AsyncClient(transport=transport, base_url="http://kelpie.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE_URL) as http:
         response = await http.get("/v1/health")
     assert response.json()["version"] == "9.9.9-test"
 
@@ -89,7 +91,7 @@ async def test_unexpected_errors_are_500_without_internals(app: FastAPI) -> None
     # The edge re-raises unexpected errors after answering so that they are logged; let the
     # transport hand back the response instead of the exception.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://kelpie.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url=ASGI_BASE_URL) as http:
         response = await http.get("/v1/test-failure")
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal Server Error"}
