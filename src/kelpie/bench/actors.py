@@ -49,11 +49,9 @@ import contextlib
 import datetime
 import gc
 import importlib.metadata
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import uvloop
@@ -61,9 +59,10 @@ import uvloop
 from kelpie.actors import Actor, ActorContext, ActorId, ActorRuntime, handler
 from kelpie.actors.activation import write_state
 from kelpie.actors.codec import encode_state
+from kelpie.bench.harness import Operation, store_url, timed, warmup_count
 from kelpie.bench.report import machine, summary
 from kelpie.errors import InvalidArgument, shorten
-from kelpie.storage import Database, open_database, sqlite_url_for_data_dir
+from kelpie.storage import Database, open_database
 
 __all__ = ["BenchActor", "Ping", "PingAwaiting", "Write", "run_actor_bench"]
 
@@ -76,9 +75,6 @@ DURABLE_ACTORS: Final = 1_000
 DURABLE_CALLERS: Final = 1_000  # one caller per actor: turns never queue behind each other
 IDLE_ACTIVATORS: Final = 256
 PRELOAD_ACTORS_PER_TRANSACTION: Final = 1_000
-WARMUP_OPERATIONS_MIN: Final = 10
-WARMUP_OPERATIONS_MAX: Final = 500
-WARMUP_FRACTION: Final = 0.1
 IDLE_WARMUP_ACTIVATIONS: Final = 2_000
 BYTES_PER_GB: Final = 10**9
 # Far longer than any run: nothing deactivates, beats or polls while we measure.
@@ -208,7 +204,7 @@ def run_actor_bench(*, quick: bool = False) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     results.extend(_run(_bench_hot("memory", "memory://", sizes)))
     for case in (_bench_cold, _bench_durable, _bench_idle_memory):
-        with _store_url("sqlite") as url:
+        with store_url("sqlite") as url:
             results.extend(_run(case("sqlite", url, sizes)))
         gc.collect()
     return {
@@ -217,17 +213,6 @@ def run_actor_bench(*, quick: bool = False) -> dict[str, Any]:
         "date": date,
         "results": results,
     }
-
-
-@contextlib.contextmanager
-def _store_url(backend: str) -> Iterator[str]:
-    """The URL of a fresh store for ``backend``; its directory is removed afterwards."""
-    if backend == "memory":
-        yield "memory://"
-    else:
-        assert backend == "sqlite", backend
-        with tempfile.TemporaryDirectory(prefix="kelpie-bench-actors-") as directory:
-            yield sqlite_url_for_data_dir(Path(directory))
 
 
 @contextlib.asynccontextmanager
@@ -255,28 +240,9 @@ async def _preload_states(db: Database, group: str, count: int) -> None:
 
 # --- cases ------------------------------------------------------------------------------------------
 
-# One operation of a sequential case: given its sequence number, run it and return its latency in ns.
-_Operation = Callable[[int], Awaitable[int]]
-
-
-def _warmup_count(count: int, minimum: int = WARMUP_OPERATIONS_MIN) -> int:
-    return min(WARMUP_OPERATIONS_MAX, max(minimum, int(count * WARMUP_FRACTION)))
-
-
-async def _timed(operation: _Operation, count: int, *, warmup: int | None = None) -> list[int]:
-    """Run ``operation`` for a warm-up, then ``count`` times; return each timed run's latency in ns."""
-    warmup = _warmup_count(count) if warmup is None else warmup
-    for sequence in range(warmup):
-        await operation(sequence)
-    gc.collect()  # start the timed runs with no garbage left over from setup and warm-up
-    latencies_ns: list[int] = []
-    for sequence in range(warmup, warmup + count):
-        latencies_ns.append(await operation(sequence))
-    return latencies_ns
-
 
 async def _concurrently(
-    operation: _Operation, total: int, tasks: int, *, warmup: int
+    operation: Operation, total: int, tasks: int, *, warmup: int
 ) -> tuple[list[int], int]:
     """``total`` runs of ``operation`` shared by ``tasks`` tasks, after ``warmup`` runs.
 
@@ -307,7 +273,7 @@ async def _concurrently(
     return latencies_ns, wall_ns
 
 
-def _request(runtime: ActorRuntime, actor_ids: Sequence[ActorId], message: object) -> _Operation:
+def _request(runtime: ActorRuntime, actor_ids: Sequence[ActorId], message: object) -> Operation:
     refs = [runtime.ref(actor_id) for actor_id in actor_ids]
 
     async def request(sequence: int) -> int:
@@ -319,7 +285,7 @@ def _request(runtime: ActorRuntime, actor_ids: Sequence[ActorId], message: objec
     return request
 
 
-def _yielding(operation: _Operation) -> _Operation:
+def _yielding(operation: Operation) -> Operation:
     """``operation``, then a yield to the event loop (untimed), so that concurrent callers take turns.
 
     A request whose handler never suspends completes without yielding, so without this one caller
@@ -341,8 +307,8 @@ async def _bench_hot(backend: str, url: str, sizes: BenchSizes) -> list[dict[str
             hot = [_actor_id("hot", 0)]
             await runtime.ref(hot[0]).request(Ping())
             ping = _request(runtime, hot, Ping())
-            results = [summary("hot_request_sequential", backend, await _timed(ping, sizes.hot_requests))]
-            concurrent_warmup = _warmup_count(sizes.concurrent_requests, CONCURRENT_CALLERS)
+            results = [summary("hot_request_sequential", backend, await timed(ping, sizes.hot_requests))]
+            concurrent_warmup = warmup_count(sizes.concurrent_requests, CONCURRENT_CALLERS)
             latencies_ns, wall_ns = await _concurrently(
                 _yielding(ping), sizes.concurrent_requests, CONCURRENT_CALLERS, warmup=concurrent_warmup
             )
@@ -365,7 +331,7 @@ async def _bench_hot(backend: str, url: str, sizes: BenchSizes) -> list[dict[str
                 await runtime.ref(actor_id).request(Ping())
             assert runtime.statistics().activations == ROUND_ROBIN_ACTORS + 1
             round_robin = _request(runtime, actor_ids, Ping())
-            latencies_ns = await _timed(round_robin, sizes.round_robin_requests, warmup=ROUND_ROBIN_ACTORS)
+            latencies_ns = await timed(round_robin, sizes.round_robin_requests, warmup=ROUND_ROBIN_ACTORS)
             results.append(summary(f"round_robin_{ROUND_ROBIN_ACTORS}", backend, latencies_ns))
         return results
     finally:
@@ -373,8 +339,8 @@ async def _bench_hot(backend: str, url: str, sizes: BenchSizes) -> list[dict[str
 
 
 async def _bench_cold(backend: str, url: str, sizes: BenchSizes) -> list[dict[str, Any]]:
-    sequential_warmup = _warmup_count(sizes.cold_activations)
-    in_flight_warmup = _warmup_count(sizes.cold_activations_in_flight, COLD_IN_FLIGHT)
+    sequential_warmup = warmup_count(sizes.cold_activations)
+    in_flight_warmup = warmup_count(sizes.cold_activations_in_flight, COLD_IN_FLIGHT)
     db = await open_database(url)
     try:
         await _preload_states(db, "cold", sequential_warmup + sizes.cold_activations)
@@ -386,7 +352,7 @@ async def _bench_cold(backend: str, url: str, sizes: BenchSizes) -> list[dict[st
                 [_actor_id("cold", index) for index in range(sequential_warmup + sizes.cold_activations)],
                 Ping(),
             )
-            latencies_ns = await _timed(ping, sizes.cold_activations, warmup=sequential_warmup)
+            latencies_ns = await timed(ping, sizes.cold_activations, warmup=sequential_warmup)
             results = [summary("cold_activation_sequential", backend, latencies_ns)]
             in_flight_ids = [
                 _actor_id("cold-32", index)

@@ -21,26 +21,22 @@ so a shared server is left as it was found.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import gc
 import math
-import os
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
+from kelpie.bench.harness import POSTGRES_URL_ENVIRONMENT_VARIABLE, Operation, store_url, timed, warmup_count
 from kelpie.bench.report import machine, summary
 from kelpie.errors import InvalidArgument, shorten
-from kelpie.storage import Database, open_database, sqlite_url_for_data_dir, strinc
+from kelpie.storage import Database, open_database, strinc
 
 __all__ = ["BACKENDS", "POSTGRES_URL_ENVIRONMENT_VARIABLE", "run_storage_bench"]
 
 BACKENDS: Final = ("memory", "sqlite", "postgresql")
-POSTGRES_URL_ENVIRONMENT_VARIABLE: Final = "KELPIE_BENCH_POSTGRES_URL"
 
 # Every key the benchmark writes starts with this prefix, so a run against a shared PostgreSQL
 # server ($KELPIE_BENCH_POSTGRES_URL) can remove exactly what it wrote.
@@ -53,9 +49,6 @@ RANGE_READ_KEYS: Final = 100
 CONCURRENT_COMMITTERS: Final = 32
 # Point reads visit the preloaded keys in a scattered order: a stride coprime with PRELOAD_KEYS.
 READ_STRIDE: Final = 7_919
-WARMUP_OPERATIONS_MIN: Final = 10
-WARMUP_OPERATIONS_MAX: Final = 500
-WARMUP_FRACTION: Final = 0.1
 
 _DIGITS: Final = KEY_BYTES - len(KEY_PREFIX) - 1  # after the prefix and a one-letter kind
 _VALUE: Final = bytes((index * 37 + 11) % 256 for index in range(VALUE_BYTES))
@@ -115,30 +108,9 @@ def run_storage_bench(backends: Sequence[str], *, quick: bool = False) -> dict[s
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     results: list[dict[str, Any]] = []
     for backend in backends:
-        with _store_url(backend) as url:
+        with store_url(backend) as url:
             results.extend(asyncio.run(_bench_store(backend, url, sizes)))
     return {"suite": "storage", "machine": machine(), "date": date, "results": results}
-
-
-@contextlib.contextmanager
-def _store_url(backend: str) -> Iterator[str]:
-    """The URL of a fresh store for ``backend``; its directory or server is removed afterwards."""
-    if backend == "memory":
-        yield "memory://"
-    elif backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="kelpie-bench-sqlite-") as directory:
-            yield sqlite_url_for_data_dir(Path(directory))
-    else:
-        assert backend == "postgresql", backend
-        configured = os.environ.get(POSTGRES_URL_ENVIRONMENT_VARIABLE)
-        if configured:
-            yield configured
-            return
-        # Imported here: psycopg and the server helper are needed only for this backend.
-        from kelpie.testing.postgres_server import running_postgres_server
-
-        with running_postgres_server() as server:
-            yield server.url
 
 
 # --- keys -----------------------------------------------------------------------------------------
@@ -174,12 +146,12 @@ async def _bench_store(backend: str, url: str, sizes: BenchSizes) -> list[dict[s
         await _preload(db)
         write_keys = _WriteKeys()
         results = [
-            summary("point_read", backend, await _timed(_point_reads(db), sizes.point_reads)),
-            summary("range_read_100", backend, await _timed(_range_reads(db), sizes.range_reads)),
+            summary("point_read", backend, await timed(_point_reads(db), sizes.point_reads)),
+            summary("range_read_100", backend, await timed(_range_reads(db), sizes.range_reads)),
             summary(
                 "durable_commit",
                 backend,
-                await _timed(_durable_commits(db, write_keys), sizes.durable_commits),
+                await timed(_durable_commits(db, write_keys), sizes.durable_commits),
             ),
         ]
         latencies_ns, wall_ns = await _concurrent_commits(db, write_keys, sizes.concurrent_commits)
@@ -202,23 +174,7 @@ async def _preload(db: Database) -> None:
                 tr.set(_preloaded_key(index), _VALUE)
 
 
-# One operation of a sequential case: given its sequence number, run it and return its latency in ns.
-_Operation = Callable[[int], Awaitable[int]]
-
-
-async def _timed(operation: _Operation, count: int) -> list[int]:
-    """Run ``operation`` for a warm-up, then ``count`` times; return each timed run's latency in ns."""
-    warmup = min(WARMUP_OPERATIONS_MAX, max(WARMUP_OPERATIONS_MIN, int(count * WARMUP_FRACTION)))
-    for sequence in range(warmup):
-        await operation(sequence)
-    gc.collect()  # start the timed runs with no garbage left over from preloading and warm-up
-    latencies_ns: list[int] = []
-    for sequence in range(warmup, warmup + count):
-        latencies_ns.append(await operation(sequence))
-    return latencies_ns
-
-
-def _point_reads(db: Database) -> _Operation:
+def _point_reads(db: Database) -> Operation:
     async def point_read(sequence: int) -> int:
         key = _preloaded_key(sequence * READ_STRIDE % PRELOAD_KEYS)
         started_ns = time.perf_counter_ns()
@@ -231,7 +187,7 @@ def _point_reads(db: Database) -> _Operation:
     return point_read
 
 
-def _range_reads(db: Database) -> _Operation:
+def _range_reads(db: Database) -> Operation:
     starts = PRELOAD_KEYS - RANGE_READ_KEYS + 1
 
     async def range_read(sequence: int) -> int:
@@ -249,7 +205,7 @@ def _range_reads(db: Database) -> _Operation:
     return range_read
 
 
-def _durable_commits(db: Database, write_keys: _WriteKeys) -> _Operation:
+def _durable_commits(db: Database, write_keys: _WriteKeys) -> Operation:
     async def durable_commit(sequence: int) -> int:
         key = write_keys.next()
         started_ns = time.perf_counter_ns()
@@ -291,7 +247,7 @@ async def _concurrent_commits(db: Database, write_keys: _WriteKeys, total: int) 
                 group.create_task(committer(share, record))
         return time.perf_counter_ns() - started_ns
 
-    warmup = min(WARMUP_OPERATIONS_MAX, max(CONCURRENT_COMMITTERS, int(total * WARMUP_FRACTION)))
+    warmup = warmup_count(total, minimum=CONCURRENT_COMMITTERS)
     await run(warmup, record=False)
     gc.collect()
     wall_ns = await run(total, record=True)
